@@ -1,0 +1,136 @@
+"""Crash-tolerant JSON files: atomic JSON writes and append-only JSON-lines logs.
+
+Readers may look at these files while a run writes them, and a run may be killed at any instant,
+so: whole-file writes go through a temp file and `os.replace`, and jsonl readers skip a torn last
+line instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def _default(obj: Any) -> Any:
+    """JSON fallback for numpy scalars/arrays and paths, which the scripts log freely."""
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf by None: they are not JSON and pandas/json readers choke on them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """`json.dumps` that accepts numpy values and writes NaN/inf as null."""
+    return json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), **kwargs)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old or the new file, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    write_text_atomic(path, dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; raises ValueError naming the file when it does not parse."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterable[dict]:
+    """Yield the objects of a jsonl file, skipping a torn last line (a run killed mid-write).
+
+    A line that does not parse anywhere but at the end means the file was damaged otherwise:
+    it is skipped with a warning naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    last = len(lines) - 1
+    while last >= 0 and not lines[last].strip():
+        last -= 1
+    for i, raw in enumerate(lines[: last + 1]):
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if i != last:
+                warnings.warn(f"{path}:{i + 1} does not parse; skipped", stacklevel=2)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All the objects of a jsonl file (see `iter_jsonl`); [] when the file does not exist."""
+    return list(iter_jsonl(path))
+
+
+def truncate_jsonl(path: str | os.PathLike, key: str, max_value: int) -> int:
+    """Atomically keep only the lines whose `key` is <= `max_value` (and that parse).
+
+    Used by resume to drop what a run logged after the checkpoint it restarts from. Returns the
+    number of lines kept.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept = [row for row in iter_jsonl(path) if row.get(key, -1) <= max_value]
+    write_text_atomic(path, "".join(dumps(row) + "\n" for row in kept))
+    return len(kept)
+
+
+class JsonlWriter:
+    """Append-only jsonl log. Lines are buffered and reach the disk at `flush()` or `close()`.
+
+    The scripts flush once per logged iteration, so a crash loses at most one iteration's lines,
+    and the hot loop never waits for the disk.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._file.write(dumps(row) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
