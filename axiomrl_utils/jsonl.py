@@ -16,31 +16,26 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def _default(obj: Any) -> Any:
-    """JSON fallback for numpy scalars/arrays and paths, which the scripts log freely."""
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+def _clean(obj: Any) -> Any:
+    """Make `obj` strict JSON: numpy/torch values become Python ones, NaN and inf become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
+        return _clean(obj.tolist())
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf by None: they are not JSON and pandas/json readers choke on them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def dumps(obj: Any, **kwargs: Any) -> str:
-    """`json.dumps` that accepts numpy values and writes NaN/inf as null."""
-    return json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), **kwargs)
+    """`json.dumps` that accepts numpy/torch values and writes NaN/inf as null."""
+    return json.dumps(_clean(obj), **kwargs)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
