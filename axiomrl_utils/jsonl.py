@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 def _clean(obj: Any) -> Any:
@@ -38,10 +38,24 @@ def dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(_clean(obj), **kwargs)
 
 
+def _file_mode() -> int:
+    """The mode `open()` would give a new file (0o666 minus the umask); mkstemp's 0o600 hides runs from others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_file_for(path: Path) -> tuple[int, str]:
+    """An open temp file next to `path` (same file system, so `os.replace` is atomic), normal permissions."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _file_mode())
+    return fd, tmp
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` so that readers see either the old or the new file, never a mix."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_for(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -95,16 +109,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return list(iter_jsonl(path))
 
 
-def truncate_jsonl(path: str | os.PathLike, key: str, max_value: int) -> int:
-    """Atomically keep only the lines whose `key` is <= `max_value` (and that parse).
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
+    """Atomically rewrite a jsonl file with only the rows for which `keep(row)` is true.
 
-    Used by resume to drop what a run logged after the checkpoint it restarts from. Returns the
-    number of lines kept.
+    Used by resume to drop what a run logged after the checkpoint it restarts from (and a torn
+    last line). Returns the number of rows kept.
     """
     path = Path(path)
     if not path.exists():
         return 0
-    kept = [row for row in iter_jsonl(path) if row.get(key, -1) <= max_value]
+    kept = [row for row in iter_jsonl(path) if keep(row)]
     write_text_atomic(path, "".join(dumps(row) + "\n" for row in kept))
     return len(kept)
 

@@ -1,0 +1,187 @@
+"""Command-line arguments shared by every script, config.yaml, and the config-drift guard.
+
+Every script's `Args` dataclass subclasses `RunArgs`, so the run-management flags (`--output-dir`,
+`--resume`, `--eval-every`, ...) are spelled and documented once, and `tyro` shows them in each
+script's `--help` next to the algorithm's own hyperparameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, TypeVar
+
+from axiomrl_utils import UsageError
+from axiomrl_utils.jsonl import read_json, write_text_atomic, dumps
+
+A = TypeVar("A", bound="RunArgs")
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunArgs:
+    """Flags every AxiomRL script shares: seeding, device, and run management."""
+
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch and the environments)"""
+    torch_deterministic: bool = True
+    """if toggled, cudnn and torch use deterministic algorithms (same seed, same machine: same metrics)"""
+    cuda: bool = True
+    """if toggled, use a GPU when one is present (the CPU otherwise)"""
+    output_dir: str = "runs"
+    """directory in which each run gets its own sub-directory"""
+    track: bool = False
+    """if toggled, also log to Weights & Biases (needs `pip install 'axiomrl[wandb]'`)"""
+    wandb_project_name: str = "axiomrl"
+    """the Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """the Weights & Biases entity (team); your default entity when unset"""
+    capture_video: bool = False
+    """if toggled, record the first evaluation episode of each evaluation as MP4 under videos/"""
+    eval_every: int = 50_000
+    """evaluate the deterministic policy every this many environment steps and at the end; 0 disables"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run in parallel on their own environments with fixed seeds"""
+    checkpoint_every: int = 50_000
+    """save a checkpoint every this many environment steps (and at the end and on interruption)"""
+    keep_checkpoints: int = 3
+    """how many periodic checkpoints/step_<N>.pt to keep (latest.pt and best.pt are always kept)"""
+    best_metric: str = "eval/return_mean"
+    """metric that picks checkpoints/best.pt (an eval/* metric, charts/episodic_return, or a logged key)"""
+    best_mode: Literal["max", "min"] = "max"
+    """whether a larger or a smaller best_metric is better"""
+    resume: Optional[str] = None
+    """continue a stopped run: its directory, or a directory of runs (the newest matching one is taken)"""
+    allow_config_change: list[str] = field(default_factory=list)
+    """with --resume: hyperparameters that may differ from the run's config.yaml (e.g. learning_rate)"""
+    pause_at_step: Optional[int] = None
+    """stop cleanly (checkpoint, status interrupted, exit 0) once this many steps are done; resume later"""
+    progress: bool = True
+    """if toggled, show a progress bar (plain log lines when stdout is not a terminal)"""
+
+
+# Fields that may differ between a run's config.yaml and a resume of it: they change where output
+# goes or how often it is written, never what is learned (evaluation uses no training randomness).
+MUTABLE_ON_RESUME = frozenset(
+    {
+        "total_timesteps",
+        "cuda",
+        "output_dir",
+        "track",
+        "wandb_project_name",
+        "wandb_entity",
+        "capture_video",
+        "eval_every",
+        "eval_episodes",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "resume",
+        "allow_config_change",
+        "pause_at_step",
+        "progress",
+        "save_buffer",
+    }
+)
+
+
+def args_to_dict(args: RunArgs) -> dict[str, Any]:
+    """The Args as plain JSON-able values, in field order."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+
+
+def write_config(run_dir: Path, args: RunArgs) -> None:
+    """Atomically write config.yaml: the full Args as JSON (which YAML parsers also read)."""
+    write_text_atomic(run_dir / CONFIG_FILE, dumps(args_to_dict(args), indent=2) + "\n")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The raw config.yaml of a run, as a dict."""
+    try:
+        config = read_json(run_dir / CONFIG_FILE)
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir} has no {CONFIG_FILE}; it is not an AxiomRL run directory") from None
+    except ValueError as e:
+        raise UsageError(f"{e}; the run's configuration is damaged and it cannot be resumed") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{run_dir / CONFIG_FILE} does not hold a mapping of arguments")
+    return config
+
+
+def load_args(args_type: type[A], run_dir: Path) -> A:
+    """Rebuild the Args a run was started with from its config.yaml (unknown keys are ignored)."""
+    config = read_config(run_dir)
+    names = {f.name for f in dataclasses.fields(args_type)}
+    return args_type(**{k: v for k, v in config.items() if k in names})
+
+
+def config_changes(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[Any, Any]]:
+    """Every field whose value differs between a saved config and `args`: name -> (old, new).
+
+    A field missing on one side (the script gained or lost a flag since the run started) shows as
+    `None` on that side.
+    """
+    new = json.loads(dumps(args_to_dict(args)))  # compare JSON values: tuples vs lists, numpy, ...
+    changes = {}
+    for name in list(saved) + [n for n in new if n not in saved]:
+        old_value, new_value = saved.get(name), new.get(name)
+        if old_value != new_value:
+            changes[name] = (old_value, new_value)
+    return changes
+
+
+def check_config_drift(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[Any, Any]]:
+    """Refuse a resume whose hyperparameters differ from the run's, unless allowed; return changes.
+
+    Fields in MUTABLE_ON_RESUME and those named by --allow-config-change may change; the accepted
+    changes are returned so they can be recorded in metadata.json's `resumes`.
+    """
+    changes = config_changes(saved, args)
+    allowed = set(args.allow_config_change)
+    unknown = allowed - {f.name for f in dataclasses.fields(args)}
+    if unknown:
+        raise UsageError(
+            f"--allow-config-change names {', '.join(sorted(unknown))}, which this script does not have; "
+            "use the field names of config.yaml (snake_case)"
+        )
+    refused = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME and k not in allowed}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise UsageError(
+            f"resuming with hyperparameters that differ from the run's config.yaml ({listed}); "
+            f"pass the original values, or accept the change with --allow-config-change {' '.join(refused)}"
+        )
+    return {k: v for k, v in changes.items() if k not in {"resume", "allow_config_change"}}
+
+
+def _flag_given(argv: Sequence[str], name: str) -> bool:
+    flag = "--" + name.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = None) -> A:
+    """Parse the command line into `args_type`; with --resume, default to the run's saved config.
+
+    `python ppo.py --resume RUN` continues RUN with the hyperparameters in its config.yaml; flags
+    given on the command line override them (and then pass through the drift guard at start).
+    """
+    import tyro
+
+    from axiomrl_utils.run import find_run_to_resume
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = tyro.cli(args_type, args=argv)
+    if args.resume is None:
+        return args
+    run_dir = find_run_to_resume(
+        args.resume,
+        algo=Path(script).stem,
+        env_id=args.env_id if _flag_given(argv, "env_id") else None,  # type: ignore[attr-defined]
+        seed=args.seed if _flag_given(argv, "seed") else None,
+    )
+    args = tyro.cli(args_type, args=argv, default=load_args(args_type, run_dir))
+    args.resume = str(run_dir)
+    return args

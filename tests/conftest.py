@@ -1,0 +1,77 @@
+"""Shared helpers: tiny real training runs, in-process or as subprocesses, in temp directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WALL_CLOCK = {"time", "wall_time", "charts/SPS"}  # the only fields allowed to differ between identical runs
+
+TINY_PPO = dict(
+    total_timesteps=1280,
+    num_envs=2,
+    num_steps=64,
+    eval_every=256,
+    eval_episodes=3,
+    checkpoint_every=256,
+    keep_checkpoints=2,
+    progress=False,
+)
+
+
+def tiny_ppo_args(output_dir: Path, **overrides: Any):
+    """ppo.Args for a run of a few hundred steps that still evaluates, checkpoints and prunes."""
+    from axiomrl import ppo
+
+    return ppo.Args(output_dir=str(output_dir), **{**TINY_PPO, **overrides})
+
+
+def run_dirs(output_dir: Path) -> list[Path]:
+    """Run directories directly inside `output_dir`, oldest first."""
+    return sorted((p for p in Path(output_dir).iterdir() if (p / "metadata.json").exists()), key=lambda p: p.name)
+
+
+def only_run(output_dir: Path) -> Path:
+    dirs = run_dirs(output_dir)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the repo importable without an install, one thread each."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def run_script(script: str, *args: str, timeout: float = 300, **popen: Any) -> subprocess.CompletedProcess:
+    """Run `python axiomrl/<script>` with args; returns the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "axiomrl" / script), *args],
+        capture_output=True, text=True, timeout=timeout, env=script_env(), cwd=REPO, **popen,
+    )
+
+
+def strip_wall_clock(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in rows]
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file below root: equal snapshots mean nothing on disk changed."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny ppo.py run shared by the read-only contract tests."""
+    from axiomrl import ppo
+
+    out = tmp_path_factory.mktemp("tiny_ppo")
+    ppo.main(tiny_ppo_args(out))
+    return only_run(out)
