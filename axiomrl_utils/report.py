@@ -72,9 +72,13 @@ class Run:
     host is `crashed`; `metadata["status"]` keeps what the run recorded.
     """
 
-    path: Path
+    dir: str  # the directory as found (a str: building 10 000 Paths up front costs ~0.1 s)
     metadata: dict = field(repr=False)
     status: str
+
+    @functools.cached_property
+    def path(self) -> Path:
+        return Path(self.dir)
 
     @property
     def algo(self) -> str:
@@ -90,7 +94,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return str(self.metadata.get("run_id") or self.path.name)
+        return str(self.metadata.get("run_id") or os.path.basename(self.dir))
 
     @property
     def summary(self) -> dict:
@@ -105,7 +109,11 @@ def find_runs(roots: Sequence[str | os.PathLike]) -> list[Path]:
     checkpoints/, tensorboard/, videos/ or plots/, and does not follow symlinked directories
     below a root. A missing root gets a warning; raises UsageError when no root exists.
     """
-    found: list[Path] = []
+    return [Path(p) for p in _find_run_dirs(roots)]
+
+
+def _find_run_dirs(roots: Sequence[str | os.PathLike]) -> list[str]:
+    """`find_runs` as plain strings."""
     dirs = [Path(r).parent if Path(r).name == "metadata.json" and Path(r).is_file() else Path(r) for r in roots]
     missing = [d for d in dirs if not d.is_dir()]
     if len(missing) == len(dirs):
@@ -114,31 +122,30 @@ def find_runs(roots: Sequence[str | os.PathLike]) -> list[Path]:
             f"runs directory {names} does not exist; pass the directory your runs were written to "
             f"(the scripts' --output-dir, 'runs' by default)"
         )
+    found: set[str] = set()  # a set: overlapping roots (runs, runs/sweeps) list a run once
     for root in dirs:
         if root in missing:
             warn(f"{root} does not exist or is not a directory; skipped")
             continue
-        stack = [os.fspath(root)]
+        # Plain strings and os.scandir in this loop: pathlib costs ~4x more over 10 000 runs.
+        stack = [os.path.normpath(root)]
         while stack:
             directory = stack.pop()
-            subdirs = []
             is_run = False
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        if entry.name == "metadata.json":
+                        name = entry.name
+                        if name == "metadata.json":
                             is_run = True
-                        elif entry.name not in NOT_RUNS and not entry.name.startswith("."):
-                            if entry.is_dir(follow_symlinks=False):
-                                subdirs.append(entry.path)
+                        elif name not in NOT_RUNS and name[0] != "." and entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
             except OSError as e:
                 warn(f"cannot list {directory} ({e.strerror}); skipped")
                 continue
             if is_run:
-                found.append(Path(directory))
-            stack.extend(subdirs)
-    found.sort()
-    return found
+                found.add(directory)
+    return sorted(found)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -173,14 +180,13 @@ def effective_status(metadata: dict, hostname: str | None = None) -> str:
 
 def load_run(path: str | os.PathLike, hostname: str | None = None) -> Run:
     """Read one run directory's metadata.json; raises ValueError naming the file if it is unusable."""
-    path = Path(path)
-    meta_path = path / "metadata.json"
+    meta_path = os.path.join(path, "metadata.json")
     try:
         metadata = read_json(meta_path)
     except OSError as e:
         raise ValueError(f"{meta_path} cannot be read ({e.strerror})") from None
     except ValueError as e:  # read_json names the file; UnicodeDecodeError lands here too
-        message = str(e) if str(meta_path) in str(e) else f"{meta_path} is not valid JSON ({e})"
+        message = str(e) if meta_path in str(e) else f"{meta_path} is not valid JSON ({e})"
         raise ValueError(message) from None
     if not isinstance(metadata, dict):
         raise ValueError(f"{meta_path} is not a JSON object")
@@ -193,7 +199,7 @@ def load_run(path: str | os.PathLike, hostname: str | None = None) -> Run:
     missing = [k for k in ("algo", "env_id") if not metadata.get(k)]
     if missing:
         raise ValueError(f"{meta_path} lacks {' and '.join(missing)}")
-    return Run(path=path, metadata=metadata, status=effective_status(metadata, hostname))
+    return Run(dir=os.fspath(path), metadata=metadata, status=effective_status(metadata, hostname))
 
 
 def load_runs(roots: Sequence[str | os.PathLike]) -> list[Run]:
@@ -202,7 +208,7 @@ def load_runs(roots: Sequence[str | os.PathLike]) -> list[Run]:
     A metadata.json that is corrupt, truncated or of an unknown schema_version is skipped with one
     warning naming the file. Raises UsageError when no run could be read at all.
     """
-    paths = find_runs(roots)
+    paths = _find_run_dirs(roots)
     hostname = socket.gethostname()
     runs: list[Run] = []
     # Sequential on purpose: JSON parsing holds the GIL, and a thread pool measured 2-3x slower
@@ -292,8 +298,8 @@ def run_metric(run: Run, metric: str) -> float | None:
     if value is not None:
         return value
     if metric == "train":
-        return _train_return_last100(os.fspath(run.path))
-    means = _eval_means(os.fspath(run.path))
+        return _train_return_last100(run.dir)
+    means = _eval_means(run.dir)
     if not means:
         return None
     if metric == "final_eval":
@@ -334,7 +340,7 @@ def report_row(run: Run) -> dict:
         "git_dirty": git.get("is_dirty"),
         "created_at_utc": md.get("created_at_utc"),
         "run_id": run.run_id,
-        "run_dir": os.fspath(run.path),
+        "run_dir": run.dir,
         "command": reproduce_command(md),
     }
 
