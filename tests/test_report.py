@@ -191,6 +191,16 @@ def test_leaderboard_statistics_match_scipy(runs_dir, cli):
     assert _json(cli("leaderboard", str(runs_dir), "--format", "json")) == rows
 
 
+def test_leaderboard_json_is_a_reference(runs_dir, cli, tmp_path):
+    saved = tmp_path / "last-release.json"
+    proc = cli("leaderboard", str(runs_dir), "--format", "json", "--output", str(saved))
+    assert proc.returncode == 0 and f"wrote {saved}" in proc.stderr
+    ref = load_reference(saved)
+    assert ref.metric == "train" and len(ref.results) == 3
+    finished = [r for r in load_runs([runs_dir]) if r.status == "finished"]
+    assert {r["verdict"] for r in leaderboard_rows(finished, reference=ref)} == {"pass"}
+
+
 def test_leaderboard_metrics_and_formats(runs_dir, cli):
     best = {(r["algo"], r["env_id"]): r for r in leaderboard_rows(
         [r for r in load_runs([runs_dir]) if r.status == "finished"], metric="best_eval")}
