@@ -1,4 +1,4 @@
-"""The `axiomrl` command: report, leaderboard, plot, doctor (and later eval, export, pack, ...).
+"""The `axiomrl` command: report, leaderboard, plot, doctor, eval, export, pack, unpack.
 
 Each subcommand lives in its own module, imported only when that subcommand runs, so
 `axiomrl --version` and `axiomrl --help` import nothing heavy. Adding a subcommand is one entry in
@@ -46,6 +46,23 @@ COMMANDS: dict[str, Command] = {
     ),
     "plot": Command("axiomrl_utils.plot", "learning curves per env (PNG, and HTML with plotly)"),
     "doctor": Command("axiomrl_utils.doctor", "check that this machine can train: versions, extras, output dir"),
+    "eval": Command(
+        "axiomrl_utils.share",
+        "play a checkpoint's deterministic policy again; prints mean ± std return and length, "
+        "appends the episodes to the run's eval_episodes.jsonl (tag manual)",
+        "add_eval_arguments",
+        "run_eval",
+    ),
+    "export": Command(
+        "axiomrl_utils.share",
+        "write a checkpoint's policy as a standalone TorchScript or ONNX file (observation batch -> actions)",
+        "add_export_arguments",
+        "run_export",
+    ),
+    "pack": Command("axiomrl_utils.share", "zip a run directory to share it", "add_pack_arguments", "run_pack"),
+    "unpack": Command(
+        "axiomrl_utils.share", "unpack a zip written by `axiomrl pack` into a runs directory", "add_unpack_arguments", "run_unpack"
+    ),
 }
 
 
@@ -53,8 +70,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only `command`'s module is imported to add its arguments."""
     parser = argparse.ArgumentParser(
         prog="axiomrl",
-        description="Inspect AxiomRL runs: reports, leaderboards, learning curves, environment checks.",
-        epilog="`axiomrl COMMAND --help` lists a command's options. Docs: docs/reports.md",
+        description="Inspect AxiomRL runs: reports, leaderboards, learning curves, environment checks; "
+        "evaluate, export and share trained runs.",
+        epilog="`axiomrl COMMAND --help` lists a command's options. Docs: docs/reports.md, docs/eval-export-share.md",
     )
     parser.add_argument("--version", action="version", version=f"axiomrl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
