@@ -118,10 +118,9 @@ def find_script(run_dir: Path, metadata: dict[str, Any], script: Optional[str | 
             if recorded:
                 print(f"note: the run's script {recorded} is gone; using {candidate}", file=sys.stderr)
             return candidate
-    where = f" nor in the axiomrl package at {locations[0]}" if locations else " and the axiomrl package is not importable"
+    package = f"the axiomrl package at {locations[0]} has no {algo}.py" if locations else "no axiomrl package is importable"
     raise UsageError(
-        f"the run's script {recorded or algo + '.py'} does not exist{where} ({algo}.py); "
-        "pass its location with --script PATH"
+        f"the run's script {recorded or algo + '.py'} no longer exists and {package}; pass its location with --script PATH"
     )
 
 

@@ -312,12 +312,14 @@ def run_export(args: argparse.Namespace) -> int:
     from axiomrl_utils.policy import default_export_path, export, open_run, require_export_extra
 
     require_export_extra(args.format)
+    if args.output:  # checked before the run is opened: that imports torch and the script
+        output = Path(args.output).expanduser()
+        if not output.parent.is_dir():
+            raise UsageError(f"--output {output}: the directory {output.parent} does not exist; create it or write elsewhere")
+        _refuse_existing(output)
     run = open_run(args.run, args.checkpoint, args.script)
     output = Path(args.output).expanduser() if args.output else default_export_path(run, args.format)
-    if output.exists():
-        raise UsageError(f"{output} already exists; pass another --output or remove it first")
-    if not output.parent.exists() and args.output:
-        raise UsageError(f"--output {output}: the directory {output.parent} does not exist; create it or write elsewhere")
+    _refuse_existing(output)
     written = export(run, args.format, output)
     print(written["path"])
     print(
@@ -326,6 +328,11 @@ def run_export(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _refuse_existing(output: Path) -> None:
+    if output.exists():
+        raise UsageError(f"{output} already exists; pass another --output or remove it first")
 
 
 def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
