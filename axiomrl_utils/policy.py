@@ -138,7 +138,7 @@ def import_script(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except UsageError:
         raise
-    except BaseException as e:  # SystemExit too: a script without a __main__ guard would train and exit
+    except (Exception, SystemExit) as e:  # SystemExit: e.g. a script whose training is not under __main__
         del sys.modules[name]
         raise UsageError(
             f"importing {path} failed ({type(e).__name__}: {str(e)[:200]}); fix the script or point at another with --script"
@@ -191,7 +191,15 @@ class LoadedRun:
 
     def policy(self, envs: Any) -> "torch.nn.Module":  # noqa: F821
         """The script's `load_policy` for this checkpoint, as an nn.Module in eval mode (see `policy_module`)."""
-        return policy_module(self.module.load_policy(self.args, self.payload, envs)).eval()
+        try:
+            policy = self.module.load_policy(self.args, self.payload, envs)
+        except Exception as e:
+            raise UsageError(
+                f"{self.script.name}'s load_policy cannot rebuild the policy from {self.checkpoint_name} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                f"pass the script that trained the run with --script"
+            ) from None
+        return policy_module(policy).eval()
 
 
 def open_run(path: str | os.PathLike, checkpoint: str = "best", script: Optional[str | os.PathLike] = None) -> LoadedRun:
@@ -414,6 +422,8 @@ def evaluate(
     eval_episodes.jsonl with tag `manual`, the checkpoint's step and file. With `capture_video`
     the first episode is written to videos/ as an MP4 (the `video` extra).
     """
+    from gymnasium.error import DependencyNotInstalled
+
     from axiomrl_utils.evaluation import episode_rows, eval_seeds, run_episodes
     from axiomrl_utils.reproducibility import select_device
 
@@ -437,10 +447,8 @@ def evaluate(
             video = run.dir / "videos" / f"manual_{run.checkpoint.stem}_step{run.step:010d}_seed{seed}_{stamp}.mp4"
         try:
             played = run_episodes(policy, envs, eval_seeds(seed, episodes), device, video)
-        except Exception as e:
-            if capture_video and type(e).__name__ == "DependencyNotInstalled":
-                raise UsageError(f"rendering {run.metadata['env_id']} failed ({e}); install `pip install 'axiomrl[video]'`") from None
-            raise
+        except DependencyNotInstalled as e:  # rendering needs a package (pygame for classic control)
+            raise UsageError(f"rendering {run.metadata['env_id']} failed ({e}); install `pip install 'axiomrl[video]'`") from None
     finally:
         envs.close()
     rows = episode_rows(played, run.step, tag="manual", checkpoint=run.checkpoint_name, deterministic=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import stat
 import sys
 import zipfile
@@ -134,6 +135,8 @@ def _unsafe_reason(info: zipfile.ZipInfo) -> Optional[str]:
         return "uses backslashes, which could name a path outside the target on Windows"
     if ".." in PurePosixPath(name).parts:
         return "would be written outside the target directory (path traversal)"
+    if info.flag_bits & 0x1:
+        return "is encrypted"
     mode = info.external_attr >> 16
     if info.create_system == 3 and mode:  # unix attributes: refuse anything but regular files and directories
         kind = stat.S_IFMT(mode)
@@ -242,6 +245,9 @@ def unpack(zip_path: str | os.PathLike, output_dir: str | os.PathLike = "runs") 
         if target.exists():  # someone unpacked the same run meanwhile
             raise UsageError(f"{target} already exists; unpack into another --output-dir, or remove that run first")
         os.rename(staging, target)
+    except zipfile.BadZipFile as e:  # a CRC error or a truncated entry found while extracting
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"{zip_path} is damaged ({e}); nothing was unpacked, pack the run again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -342,6 +348,12 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    from axiomrl_utils.policy import resolve_run
+    from axiomrl_utils.run import pid_alive
+
+    _, meta = resolve_run(args.run)
+    if meta.get("status") == "running" and meta.get("hostname") == socket.gethostname() and pid_alive(meta.get("pid")):
+        print(f"note: the run is still training (process {meta['pid']}); the zip is a snapshot of it now", file=sys.stderr)
     result = pack(args.run, args.checkpoints, args.output)
     print(result.path)
     included = ", ".join(result.checkpoints) or "no checkpoint"

@@ -464,3 +464,18 @@ def test_share_commands_start_without_torch() -> None:
     for argv in (["eval", "--help"], ["export", "--help"], ["pack", "--help"], ["unpack", "--help"], ["unpack", "missing.zip"]):
         proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=script_env(), cwd=REPO, timeout=60)
         assert proc.stdout.strip().splitlines()[-1] == "False", (argv, proc.stdout, proc.stderr)
+
+
+def test_unpack_of_a_damaged_zip_leaves_nothing(run_copy: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "run.zip"
+    assert axiomrl("pack", str(run_copy), "--output", str(archive)).returncode == 0
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(f"{run_copy.name}/checkpoints/best.pt")  # stored, not deflated: its bytes are in the file
+    data = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF  # a bit flip on the way: the CRC no longer matches
+    archive.write_bytes(bytes(data))
+    out = tmp_path / "unpacked"
+    proc = axiomrl("unpack", str(archive), "--output-dir", str(out))
+    one_line_error(proc, "is damaged", "nothing was unpacked")
+    assert out.is_dir() and not any(out.iterdir())  # no run, no staging directory
