@@ -141,7 +141,7 @@ def import_script(path: Path) -> ModuleType:
     except (Exception, SystemExit) as e:  # SystemExit: e.g. a script whose training is not under __main__
         del sys.modules[name]
         raise UsageError(
-            f"importing {path} failed ({type(e).__name__}: {str(e)[:200]}); fix the script or point at another with --script"
+            f"importing {path} failed ({_first_line(e)}); fix the script or point at another with --script"
         ) from None
     missing = [attr for attr in SCRIPT_API if not hasattr(module, attr)]
     if missing:
@@ -180,14 +180,24 @@ class LoadedRun:
 
     def make_envs(self, n: int, video: bool = False) -> Any:
         """`n` evaluation environments from the script's `make_env` (the first renders rgb_array with `video`)."""
+        from axiomrl_utils.envs import _is_atari, register_atari
         from axiomrl_utils.evaluation import make_eval_envs
 
-        return make_eval_envs(
-            [
-                self.module.make_env(self.args, i, evaluation=True, render_mode="rgb_array" if video and i == 0 else None)
-                for i in range(n)
-            ]
-        )
+        env_id = self.metadata["env_id"]
+        if _is_atari(env_id):
+            register_atari()  # the scripts register ALE in main(), which is not run here
+        try:
+            return make_eval_envs(
+                [
+                    self.module.make_env(self.args, i, evaluation=True, render_mode="rgb_array" if video and i == 0 else None)
+                    for i in range(n)
+                ]
+            )
+        except Exception as e:
+            raise UsageError(
+                f"{self.script.name}'s make_env cannot build {env_id} evaluation environments ({_first_line(e)}); "
+                "check the environment's extra with `axiomrl doctor`"
+            ) from None
 
     def policy(self, envs: Any) -> "torch.nn.Module":  # noqa: F821
         """The script's `load_policy` for this checkpoint, as an nn.Module in eval mode (see `policy_module`)."""
@@ -196,10 +206,15 @@ class LoadedRun:
         except Exception as e:
             raise UsageError(
                 f"{self.script.name}'s load_policy cannot rebuild the policy from {self.checkpoint_name} "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                f"pass the script that trained the run with --script"
+                f"({_first_line(e)}); pass the script that trained the run with --script"
             ) from None
         return policy_module(policy).eval()
+
+
+def _first_line(e: BaseException) -> str:
+    """`Type: message` of an exception, on one line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def open_run(path: str | os.PathLike, checkpoint: str = "best", script: Optional[str | os.PathLike] = None) -> LoadedRun:
@@ -572,7 +587,7 @@ def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[s
             traced = torch.jit.trace(policy, observations[:2], check_trace=False)
         except Exception as e:
             raise UsageError(
-                f"tracing the policy failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); make the script's "
+                f"tracing the policy failed ({_first_line(e)}); make the script's "
                 "load_policy return an nn.Module or a method of one (docs/eval-export-share.md)"
             ) from None
         torch.jit.save(traced, str(path), _extra_files={"axiomrl.json": json.dumps(info)})
@@ -610,7 +625,7 @@ def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str
             )
         except Exception as e:
             raise UsageError(
-                f"exporting the policy to ONNX failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"exporting the policy to ONNX failed ({_first_line(e)}); "
                 "try --format torchscript"
             ) from None
     model = onnx.load(str(path))
