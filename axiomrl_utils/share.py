@@ -21,7 +21,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.run import METADATA_FILE
