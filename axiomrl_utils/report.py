@@ -214,6 +214,8 @@ def load_runs(roots: Sequence[str | os.PathLike]) -> list[Run]:
     warning naming the file. Raises UsageError when no run could be read at all.
     """
     paths = _find_run_dirs(roots)
+    _train_return_last100.cache_clear()  # a fresh load reads fresh logs (notebooks load again)
+    _eval_means.cache_clear()
     hostname = socket.gethostname()
     runs: list[Run] = []
     # Sequential on purpose: JSON parsing holds the GIL, and a thread pool measured 2-3x slower
@@ -266,11 +268,16 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _rows(run_dir: str, name: str) -> Iterable[dict]:
+    """The objects of a run's jsonl log; lines that parse to something else are ignored."""
+    return (row for row in iter_jsonl(os.path.join(run_dir, name)) if isinstance(row, dict))
+
+
 @functools.lru_cache(maxsize=4096)
 def _train_return_last100(run_dir: str) -> float | None:
     returns = [
         r
-        for r in (_number(row.get("return")) for row in iter_jsonl(Path(run_dir, "train_episodes.jsonl")))
+        for r in (_number(row.get("return")) for row in _rows(run_dir, "train_episodes.jsonl"))
         if r is not None
     ]
     tail = returns[-100:]
@@ -281,7 +288,7 @@ def _train_return_last100(run_dir: str) -> float | None:
 def _eval_means(run_dir: str) -> tuple[tuple[int, float], ...]:
     """(global_step, mean return) per training-time evaluation, in step order."""
     sums: dict[int, list[float]] = {}
-    for row in iter_jsonl(Path(run_dir, "eval_episodes.jsonl")):
+    for row in _rows(run_dir, "eval_episodes.jsonl"):
         if row.get("tag", "train") not in ("train", None):  # `axiomrl eval` rows are not training
             continue
         step, ret = row.get("global_step"), _number(row.get("return"))
@@ -454,14 +461,24 @@ def load_reference(path: str | os.PathLike) -> Reference:
     return Reference(path, str(data.get("name") or path.stem), metric, results, aliases)
 
 
-def _bootstrap_rng_kwargs() -> dict:
+def bootstrap_ci(
+    data: Any, statistic: Any, n_resamples: int = DEFAULT_RESAMPLES, axis: int = -1, batch: int | None = None
+) -> tuple[Any, Any]:
+    """95% percentile-bootstrap interval of `statistic(data, axis)` with `scipy.stats.bootstrap`.
+
+    `statistic` must be vectorized (take `axis`). The generator is seeded with 0 on every call,
+    so the same data always give the same interval, whatever else is computed around it.
+    """
     import numpy as np
     from scipy import stats
 
-    # scipy >= 1.15 takes `rng`; older versions only `random_state`. A fresh generator per row
-    # keeps a row's interval independent of which other rows are in the table.
-    name = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
-    return {name: np.random.default_rng(0)}
+    # scipy >= 1.15 takes `rng`; older versions only `random_state`.
+    seed_arg = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    result = stats.bootstrap(
+        (data,), statistic, axis=axis, vectorized=True, n_resamples=n_resamples, batch=batch,
+        confidence_level=CONFIDENCE, method="percentile", **{seed_arg: np.random.default_rng(0)},
+    )
+    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def aggregate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES) -> dict:
@@ -486,17 +503,8 @@ def aggregate(values: Sequence[float], n_resamples: int = DEFAULT_RESAMPLES) -> 
         "iqm_ci_high": None,
     }
     if x.size >= 2:
-        result = stats.bootstrap(
-            (x,),
-            _iqm,
-            vectorized=True,
-            n_resamples=n_resamples,
-            confidence_level=CONFIDENCE,
-            method="percentile",
-            **_bootstrap_rng_kwargs(),
-        )
-        out["iqm_ci_low"] = float(result.confidence_interval.low)
-        out["iqm_ci_high"] = float(result.confidence_interval.high)
+        low, high = bootstrap_ci(x, _iqm, n_resamples)
+        out["iqm_ci_low"], out["iqm_ci_high"] = float(low), float(high)
     return out
 
 

@@ -65,10 +65,10 @@ def make_runs(root: Path, n: int) -> None:
                   total_timesteps=500_000, wall_time_s=588.2, pid=dead_pid.pid if running else None)
 
 
-def time_command(args: list[str], repeats: int) -> float:
+def time_command(args: list[str], repeats: int, base: list[str] | None = None) -> float:
     """Median wall time of `axiomrl ARGS` in a fresh interpreter, after one untimed warm-up."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "axiomrl_utils.cli", *args]
+    cmd = (base or [sys.executable, "-m", "axiomrl_utils.cli"]) + args
     times = []
     for i in range(repeats + 1):
         start = time.perf_counter()
@@ -101,7 +101,10 @@ def main() -> None:
             ("leaderboard", ["leaderboard", str(runs)]),
             ("leaderboard --status '*' --format json", ["leaderboard", str(runs), "--status", "*", "--format", "json"]),
         ]
+        load_before = os.getloadavg()
+        baseline = time_command([], args.repeats, base=[sys.executable, "-c", "pass"])
         timings = [(name, time_command(cmd, args.repeats)) for name, cmd in results]
+        load_after = os.getloadavg()
 
     lines = [
         "# `axiomrl` report speed",
@@ -111,7 +114,10 @@ def main() -> None:
         f"{args.runs} synthetic run directories, wall time of a fresh `python -m axiomrl_utils.cli` process, "
         f"median of {args.repeats} after one warm-up (warm page cache); output to /dev/null.",
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPU threads (shared), Python {platform.python_version()}.",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPU threads shared with other work, "
+        f"Python {platform.python_version()}; load average {load_before[0]:.2f} before and {load_after[0]:.2f} after "
+        f"the timings (1-minute), and a bare `python -c pass` took {baseline:.2f} s: on a busy machine every figure "
+        f"below is inflated.",
         "",
         "| command | runs | wall time (s) | target (s) | |",
         "|---|---:|---:|---:|---|",
