@@ -289,7 +289,7 @@ def make_plots(
             hint += f" (these runs log: {', '.join(keys[:12])}{', ...' if len(keys) > 12 else ''})"
         raise UsageError(f"none of the {len(runs)} runs has {metric!r} data to plot; pass --metric {hint}")
     if empty:
-        warn(f"{len(empty)} runs have no {metric!r} data yet and are not plotted")
+        warn(f"{len(empty)} run{'s have' if len(empty) != 1 else ' has'} no {metric!r} data yet and {'are' if len(empty) != 1 else 'is'} not plotted")
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -559,7 +559,7 @@ def leaderboard_rows(
             groups.setdefault((run.env_id, run.algo), []).append((run, value))
     if without:
         sample = ", ".join(r.run_id for r in without[:3]) + (", ..." if len(without) > 3 else "")
-        warn(f"left out {len(without)} runs that have no {metric} value yet ({sample})")
+        warn(f"left out {len(without)} run{'s' if len(without) != 1 else ''} without a {metric} value yet ({sample})")
 
     keys = sorted(groups)
     stats_per_group = aggregate_groups([[v for _, v in groups[k]] for k in keys], n_resamples)
@@ -729,7 +729,8 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     few = [r for r in rows if r["warning"]]
     if few:
         listed = ", ".join(f"{r['algo']}/{r['env_id']} ({r['seeds']})" for r in few[:5])
-        warn(f"{len(few)} rows rest on fewer than {MIN_SEEDS} seeds, so their IQM and CI are rough: {listed}"
+        rows_rest = "1 row rests" if len(few) == 1 else f"{len(few)} rows rest"
+        warn(f"{rows_rest} on fewer than {MIN_SEEDS} seeds, so the IQM and CI are rough: {listed}"
              + (", ..." if len(few) > 5 else ""))
     if reference is None:
         return 0
