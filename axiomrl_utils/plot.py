@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 from axiomrl_utils import UsageError
 from axiomrl_utils.jsonl import read_jsonl
 from axiomrl_utils.output import note, warn
-from axiomrl_utils.report import Run, add_run_selection_arguments, selected_runs
+from axiomrl_utils.report import Run, add_run_selection_arguments, bootstrap_ci, selected_runs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +66,7 @@ def _slug(text: str) -> str:
 def _frame(path: Path, columns: Sequence[str]) -> "pd.DataFrame":
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(read_jsonl(path))
+    frame = pd.DataFrame.from_records([row for row in read_jsonl(path) if isinstance(row, dict)])
     if frame.empty or any(c not in frame for c in columns):
         return pd.DataFrame(columns=list(columns))
     return frame
@@ -141,16 +141,8 @@ def aggregate_curves(curves: Sequence[Curve], band: str = "ci", points: int = GR
 
 
 def _bootstrap_mean_ci(values: "np.ndarray") -> tuple["np.ndarray", "np.ndarray"]:
-    """95% percentile-bootstrap CI of the mean over axis 0 (seeds), per column, reproducibly."""
-    from scipy import stats
-
-    from axiomrl_utils.report import _bootstrap_rng_kwargs
-
-    result = stats.bootstrap(
-        (values,), _mean, axis=0, vectorized=True, n_resamples=BAND_RESAMPLES,
-        confidence_level=0.95, method="percentile", batch=100, **_bootstrap_rng_kwargs(),
-    )
-    return result.confidence_interval.low, result.confidence_interval.high
+    """95% bootstrap CI of the mean over axis 0 (seeds), per column (grid step)."""
+    return bootstrap_ci(values, _mean, BAND_RESAMPLES, axis=0, batch=100)
 
 
 def _mean(x: "np.ndarray", axis: int = -1) -> "np.ndarray":
@@ -297,7 +289,7 @@ def make_plots(
             hint += f" (these runs log: {', '.join(keys[:12])}{', ...' if len(keys) > 12 else ''})"
         raise UsageError(f"none of the {len(runs)} runs has {metric!r} data to plot; pass --metric {hint}")
     if empty:
-        warn(f"{len(empty)} runs have no {metric!r} data yet and are not plotted")
+        warn(f"{len(empty)} run{'s have' if len(empty) != 1 else ' has'} no {metric!r} data yet and {'are' if len(empty) != 1 else 'is'} not plotted")
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
