@@ -88,12 +88,22 @@ def command(algo: str, extra: list[str]) -> list[str]:
             str(REPO / "axiomrl" / f"{algo}.py"), "--no-progress", *extra]
 
 
+def others_running(own: list) -> int:
+    """Runs under benchmark/runs/ still being trained by a process this launcher did not start."""
+    own_pids = {proc.pid for proc, _, _ in own}
+    return sum(
+        1 for root in (RUNS, SPS_RUNS) for m in runs_in(root)
+        if m["status"] == "running" and pid_alive(m) and m["pid"] not in own_pids
+    )
+
+
 def launch(jobs: list[tuple[str, list[str]]], workers: int, log_dir: Path) -> None:
-    """Run the (name, command) jobs, `workers` at a time, each logging to log_dir/<time>_<name>.log."""
+    """Run the (name, command) jobs, `workers` at a time counting runs another launcher left going,
+    each logging to log_dir/<time>_<name>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     pending, running = list(jobs), []
     while pending or running:
-        while pending and len(running) < workers:
+        while pending and len(running) + others_running(running) < workers:
             name, cmd = pending.pop(0)
             log = open(log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{name}.log", "w")
             print("launch:", name, flush=True)
@@ -136,16 +146,18 @@ def returns_table(seeds: list[int], total: int) -> tuple[str, bool]:
 
 
 def sps_table() -> str:
+    """SPS of the Atari runs: the training speed at their last metrics line (before the final checkpoint)."""
     runs = runs_in(SPS_RUNS)
-    lines = ["| script | env | steps | SPS | settings |", "|---|---|---|---|---|"]
+    lines = ["| script | env | steps | SPS | settings (besides the defaults) |", "|---|---|---|---|---|"]
     for algo, extra in SPS_COMMANDS.items():
-        done = [m for m in runs if m["algo"] == algo and m["status"] == "finished" and m["total_steps"] == SPS_STEPS]
+        done = [m for m in runs if m["algo"] == algo and m["status"] == "finished"]
+        settings = " ".join(extra[2:]) or "none"
         if not done:
             lines.append(f"| {algo}.py | {extra[1]} | {SPS_STEPS:,} | — | not measured yet |")
             continue
         meta = done[-1]
-        settings = " ".join(extra[2:]) or "defaults"
-        lines.append(f"| {algo}.py | {meta['env_id']} | {SPS_STEPS:,} | {meta['summary']['sps']:.0f} | {settings} |")
+        sps = meta["latest_metrics"].get("charts/SPS") or meta["summary"]["sps"]
+        lines.append(f"| {algo}.py | {meta['env_id']} | {meta['total_steps']:,} | {sps:.0f} | {settings} |")
     return "\n".join(lines)
 
 
