@@ -19,15 +19,25 @@ import numpy as np
 from axiomrl_utils import UsageError
 
 
+def _register() -> None:
+    """Register ALE's games (UsageError naming the extra without ale-py), without its start-up banner."""
+    from axiomrl_utils.envs import register_atari
+
+    register_atari()
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # keeps a bad-input error to one line
+
+
 def require_atari_env(env_id: str, script: str) -> Any:
     """Check that `env_id` is an ALE game this machine can run; return its (raw) spaces.
 
     UsageError naming the `atari` extra when ale-py or OpenCV is missing, or naming the right
     script when the id is not an Atari game.
     """
-    from axiomrl_utils.envs import register_atari, require_env
+    from axiomrl_utils.envs import require_env
 
-    register_atari()
+    _register()
     spaces = require_env(env_id, script, action_space="discrete")
     if "ale_py" not in str(gym.spec(env_id).entry_point):
         raise UsageError(
@@ -106,9 +116,7 @@ def make_atari_env(env_id: str, evaluation: bool = False, render_mode: Optional[
     actions (repeat probability 0.25); `*NoFrameskip-v4` ids, which CleanRL's published runs use,
     have neither.
     """
-    from axiomrl_utils.envs import register_atari
-
-    register_atari()
+    _register()
     kwargs = {"frameskip": 1} if gym.spec(env_id).kwargs.get("frameskip", 1) != 1 else {}
     env = gym.make(env_id, render_mode=render_mode, **kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
