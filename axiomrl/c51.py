@@ -83,7 +83,8 @@ class QNetwork(nn.Module):
             nn.Linear(84, self.n * n_atoms),
         )
 
-    def get_action(self, x: torch.Tensor, action: Optional[torch.Tensor] = None):
+    def get_action(self, x: torch.Tensor, action: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(greedy or given action, its probabilities over the atoms) for a batch of observations."""
         logits = self.network(x)
         # probability mass function for each action
         pmfs = torch.softmax(logits.view(len(x), self.n, self.n_atoms), dim=2)
