@@ -2,9 +2,9 @@
 # Defaults equal CleanRL's dqn_atari.py (github.com/vwxyzjn/cleanrl/blob/master/cleanrl/dqn_atari.py),
 # so its published returns compare. The DeepMind preprocessing (no-op starts, frame skip 4, episodic
 # life, fire reset, reward sign, 4-frame stack) is axiomrl_utils.atari.make_atari_env, built from
-# gymnasium's wrappers; the replay buffer stores each uint8 observation once (memory-efficient mode),
-# so the default 1M buffer needs about 28 GB. Deliberate differences, all for gymnasium 1.x
-# correctness or exact resume:
+# gymnasium's wrappers; the replay buffer stores each 84x84 frame once (not 8 times, as 4-frame
+# observation/next-observation pairs would), so the default 1M buffer needs about 7 GB, not 56 GB.
+# Deliberate differences, all for gymnasium 1.x correctness or exact resume:
 # - the env autoresets in the SAME step an episode ends, and the transition stores the true final
 #   observation from infos["final_obs"]: a truncated episode (time limit) bootstraps from it, only a
 #   termination stops the bootstrap;
@@ -42,7 +42,7 @@ class Args(RunArgs):
     learning_rate: float = 1e-4
     """the learning rate of the optimizer"""
     buffer_size: int = 1000000
-    """the replay memory buffer size (about 28 KB per transition)"""
+    """the replay memory buffer size (about 7 KB per transition: one 84x84 frame and bookkeeping)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 1.0
