@@ -136,9 +136,9 @@ def returns_table(seeds: list[int], total: int) -> tuple[str, bool]:
                 sps.append(meta["summary"]["sps"])
             complete &= len(values) == len(seeds)
             mean, std = PUBLISHED[(algo, env_id)]
-            ours = f"{np.mean(values):.2f} ± {np.std(values):.2f}" if values else "—"
+            ours = f"{np.mean(values):.2f}" + (f" ± {np.std(values):.2f}" if len(values) > 1 else "") if values else "—"
             if values and len(values) < len(seeds):
-                ours += f" (only {len(values)} seeds)"
+                ours += f" ({len(values)} of {len(seeds)} seeds)"
             per_seed = ", ".join(f"{v:.1f}" for v in values)
             timing = f"{np.mean(minutes):.1f} ({np.mean(sps):.0f})" if values else "—"
             lines.append(f"| {env_id} | {algo}.py | {ours} | {mean:.2f} ± {std:.2f} | {per_seed} | {timing} |")
