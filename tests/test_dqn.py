@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import json
 from pathlib import Path
 from types import ModuleType
@@ -57,7 +58,7 @@ def test_run_contract(tiny_run: tuple[str, Path]) -> None:
     assert meta["total_episodes"] == len(episodes) > 0
     assert meta["summary"]["train_return_last100"] == pytest.approx(np.mean([e["return"] for e in episodes][-100:]))
     # every env step belongs to a logged episode or to the one still running (same-step autoreset)
-    envs = __import__("pickle").loads(ckpt.load(run_dir / "checkpoints" / "latest.pt")["_axiomrl"]["envs"])
+    envs = pickle.loads(ckpt.load(run_dir / "checkpoints" / "latest.pt")["_axiomrl"]["envs"])
     assert sum(e["length"] for e in episodes) + int(envs.episode_lengths[0]) == 1200
 
     metrics = read_jsonl(run_dir / "metrics.jsonl")
