@@ -145,19 +145,41 @@ def returns_table(seeds: list[int], total: int) -> tuple[str, bool]:
     return "\n".join(lines), complete
 
 
+def phase_sps(run_dir: Path, start: int, end: int) -> float | None:
+    """Steps per wall-clock second between the metrics lines nearest to `start` and `end`."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if start <= r["global_step"] <= end]
+    if len(rows) < 2 or rows[-1]["wall_time"] <= rows[0]["wall_time"]:
+        return None
+    return (rows[-1]["global_step"] - rows[0]["global_step"]) / (rows[-1]["wall_time"] - rows[0]["wall_time"])
+
+
 def sps_table() -> str:
-    """SPS of the Atari runs: the training speed at their last metrics line (before the final checkpoint)."""
+    """SPS of the Atari runs over the whole run (to the last metrics line, before the final
+    checkpoint), and for dqn_atari separately before and after learning starts."""
     runs = runs_in(SPS_RUNS)
-    lines = ["| script | env | steps | SPS | settings (besides the defaults) |", "|---|---|---|---|---|"]
+    lines = [
+        "| script | env | steps | SPS (whole run) | SPS acting only | SPS while training | settings (besides the defaults) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for algo, extra in SPS_COMMANDS.items():
         done = [m for m in runs if m["algo"] == algo and m["status"] == "finished"]
         settings = " ".join(extra[2:]) or "none"
         if not done:
-            lines.append(f"| {algo}.py | {extra[1]} | {SPS_STEPS:,} | — | not measured yet |")
+            lines.append(f"| {algo}.py | {extra[1]} | {SPS_STEPS:,} | — | — | — | not measured yet |")
             continue
         meta = done[-1]
         sps = meta["latest_metrics"].get("charts/SPS") or meta["summary"]["sps"]
-        lines.append(f"| {algo}.py | {meta['env_id']} | {meta['total_steps']:,} | {sps:.0f} | {settings} |")
+        acting = training = "—"
+        if "--learning-starts" in extra:
+            starts = int(extra[extra.index("--learning-starts") + 1])
+            before, after = phase_sps(meta["_dir"], 0, starts), phase_sps(meta["_dir"], starts, meta["total_steps"])
+            acting, training = (f"{v:.0f}" if v else "—" for v in (before, after))
+        else:
+            training = f"{sps:.0f}"
+        lines.append(
+            f"| {algo}.py | {meta['env_id']} | {meta['total_steps']:,} | {sps:.0f} | {acting} | {training} | {settings} |"
+        )
     return "\n".join(lines)
 
 
