@@ -182,6 +182,8 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
         env_id=args.env_id if _flag_given(argv, "env_id") else None,  # type: ignore[attr-defined]
         seed=args.seed if _flag_given(argv, "seed") else None,
     )
-    args = tyro.cli(args_type, args=argv, default=load_args(args_type, run_dir))
+    saved = load_args(args_type, run_dir)
+    saved.pause_at_step = None  # a pause belongs to the session that asked for it, not to the run
+    args = tyro.cli(args_type, args=argv, default=saved)
     args.resume = str(run_dir)
     return args
