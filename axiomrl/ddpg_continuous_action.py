@@ -8,7 +8,7 @@
 #   so a resumed run draws exactly what an uninterrupted one would;
 # - each env draws its own exploration noise (CleanRL shares one draw across envs; it has one env);
 # - the default env is Hopper-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
-# - global_step counts environment steps done (CleanRL's loop index is one behind).
+# - with several envs, one update per vector step, and policy/target updates counted in updates.
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -159,20 +159,20 @@ def main(args: Args) -> None:
         )
 
         # start the game, or continue it from the checkpoint (--resume)
-        global_step = 0
+        start_step, metrics = 0, {}
         obs, _ = envs.reset(seed=args.seed)
         if args.resume:
             saved = run.restore(
                 actor=actor, qf1=qf1, target_actor=target_actor, qf1_target=qf1_target,
                 q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs,
             )
-            global_step = saved["global_step"]
-            obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + global_step)[0]
+            start_step, metrics = saved["global_step"], saved["metrics"]
+            obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
 
-        metrics: dict[str, float] = {}
-        while global_step + args.num_envs <= args.total_timesteps:
+        # `step`: env steps done before this one (CleanRL's global_step); global_step: after it
+        for step in range(start_step, args.total_timesteps - args.num_envs + 1, args.num_envs):
             # ALGO LOGIC: put action logic here
-            if global_step < args.learning_starts:
+            if step < args.learning_starts:
                 actions = np.random.uniform(action_low, action_high, (args.num_envs,) + action_low.shape).astype(np.float32)
             else:
                 with torch.no_grad():
@@ -182,7 +182,7 @@ def main(args: Args) -> None:
 
             # execute the game and log data.
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += args.num_envs
+            global_step = step + args.num_envs
             run.log_episodes(global_step, infos)
 
             # save data to the replay buffer: the true final observation of an ended episode
@@ -196,7 +196,7 @@ def main(args: Args) -> None:
             obs = next_obs
 
             # ALGO LOGIC: training. (a resume with --no-save-buffer waits for one batch)
-            if global_step > args.learning_starts and len(rb) >= args.batch_size:
+            if step > args.learning_starts and len(rb) >= args.batch_size:
                 data = rb.sample(args.batch_size)
                 with torch.no_grad():
                     next_state_actions = target_actor(data.next_observations)
@@ -211,7 +211,7 @@ def main(args: Args) -> None:
                 qf1_loss.backward()
                 q_optimizer.step()
 
-                if global_step % args.policy_frequency == 0:
+                if (step // args.num_envs) % args.policy_frequency == 0:  # counted in updates
                     actor_loss = -qf1(data.observations, actor(data.observations)).mean()
                     actor_optimizer.zero_grad()
                     actor_loss.backward()
@@ -235,7 +235,7 @@ def main(args: Args) -> None:
             if run.due("checkpoint", global_step):
                 run.save(
                     global_step, actor=actor, qf1=qf1, target_actor=target_actor, qf1_target=qf1_target,
-                    q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs,
+                    q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs, metrics=metrics,
                 )
             if run.stop_requested:
                 break

@@ -7,7 +7,7 @@
 # - random actions before learning_starts come from the global numpy RNG (saved in checkpoints),
 #   so a resumed run draws exactly what an uninterrupted one would;
 # - the default env is Hopper-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
-# - global_step counts environment steps done (CleanRL's loop index is one behind).
+# - with several envs, one update per vector step, and policy/target updates counted in updates.
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -196,7 +196,7 @@ def main(args: Args) -> None:
         )
 
         # start the game, or continue it from the checkpoint (--resume)
-        global_step = 0
+        start_step, metrics = 0, {}
         obs, _ = envs.reset(seed=args.seed)
         if args.resume:
             optimizers = {"a_optimizer": a_optimizer} if args.autotune else {}
@@ -204,17 +204,17 @@ def main(args: Args) -> None:
                 actor=actor, qf1=qf1, qf2=qf2, qf1_target=qf1_target, qf2_target=qf2_target,
                 q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, **optimizers,
             )
-            global_step = saved["global_step"]
+            start_step, metrics = saved["global_step"], saved["metrics"]
             if args.autotune:
                 with torch.no_grad():
                     log_alpha.copy_(saved["log_alpha"])  # in place: a_optimizer holds this tensor
                 alpha = log_alpha.exp().item()
-            obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + global_step)[0]
+            obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
 
-        metrics: dict[str, float] = {}
-        while global_step + args.num_envs <= args.total_timesteps:
+        # `step`: env steps done before this one (CleanRL's global_step); global_step: after it
+        for step in range(start_step, args.total_timesteps - args.num_envs + 1, args.num_envs):
             # ALGO LOGIC: put action logic here
-            if global_step < args.learning_starts:
+            if step < args.learning_starts:
                 actions = np.random.uniform(action_low, action_high, (args.num_envs,) + action_low.shape).astype(np.float32)
             else:
                 with torch.no_grad():
@@ -223,7 +223,7 @@ def main(args: Args) -> None:
 
             # execute the game and log data.
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
-            global_step += args.num_envs
+            global_step = step + args.num_envs
             run.log_episodes(global_step, infos)
 
             # save data to the replay buffer: the true final observation of an ended episode
@@ -237,7 +237,7 @@ def main(args: Args) -> None:
             obs = next_obs
 
             # ALGO LOGIC: training. (a resume with --no-save-buffer waits for one batch)
-            if global_step > args.learning_starts and len(rb) >= args.batch_size:
+            if step > args.learning_starts and len(rb) >= args.batch_size:
                 data = rb.sample(args.batch_size)
                 with torch.no_grad():
                     next_state_actions, next_state_log_pi, _ = actor.get_action(data.next_observations)
@@ -257,7 +257,7 @@ def main(args: Args) -> None:
                 qf_loss.backward()
                 q_optimizer.step()
 
-                if global_step % args.policy_frequency == 0:  # TD 3 Delayed update support
+                if (step // args.num_envs) % args.policy_frequency == 0:  # TD 3 Delayed update support
                     for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
                         pi, log_pi, _ = actor.get_action(data.observations)
                         qf1_pi = qf1(data.observations, pi)
@@ -284,7 +284,7 @@ def main(args: Args) -> None:
                         metrics["losses/alpha_loss"] = alpha_loss.item()
 
                 # update the target networks
-                if global_step % args.target_network_frequency == 0:
+                if (step // args.num_envs) % args.target_network_frequency == 0:
                     for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
                         target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
                     for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
@@ -309,7 +309,7 @@ def main(args: Args) -> None:
                 extra = {"a_optimizer": a_optimizer, "log_alpha": log_alpha.detach()} if args.autotune else {}
                 run.save(
                     global_step, actor=actor, qf1=qf1, qf2=qf2, qf1_target=qf1_target, qf2_target=qf2_target,
-                    q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs, **extra,
+                    q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs, metrics=metrics, **extra,
                 )
             if run.stop_requested:
                 break
