@@ -117,42 +117,81 @@ def command(spec: Spec, seed: int) -> list[str]:
     ]
 
 
+def needs_run(spec: Spec, seed: int) -> bool:
+    """No finished run of this seed, and none in progress (by this launcher or another one)."""
+    existing = find_run(spec, seed)
+    if existing is None:
+        return True
+    meta = existing[1]
+    running = meta.get("status") == "running" and pid_alive(meta.get("pid"))
+    return meta.get("status") != "finished" and not running
+
+
 def missing(specs: list[Spec]) -> list[tuple[Spec, int]]:
-    todo = []
-    for spec in specs:
-        if not (REPO / "axiomrl" / f"{spec.script}.py").exists():
+    return [
+        (spec, seed)
+        for spec in specs
+        if (REPO / "axiomrl" / f"{spec.script}.py").exists()
+        for seed in spec.seeds
+        if needs_run(spec, seed)
+    ]
+
+
+def running_elsewhere(own: set[int]) -> int:
+    """Benchmark runs alive under OUT that this launcher did not start (another launcher's)."""
+    count = 0
+    for meta_file in OUT.glob("*/*/metadata.json"):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
             continue
-        for seed in spec.seeds:
-            existing = find_run(spec, seed)
-            if existing is None:
-                todo.append((spec, seed))
-                continue
-            meta = existing[1]
-            running = meta.get("status") == "running" and pid_alive(meta.get("pid"))
-            if meta.get("status") != "finished" and not running:
-                todo.append((spec, seed))
-    return todo
+        if meta.get("status") == "running" and meta.get("pid") not in own and pid_alive(meta.get("pid")):
+            count += 1
+    return count
 
 
 def launch(todo: list[tuple[Spec, int]], workers: int) -> None:
+    """Run `todo`, keeping at most `workers` benchmark runs alive, counting other launchers' runs.
+
+    The machine's load average is sampled during each run and written next to its log, since
+    SPS on a shared machine means little without it.
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     OUT.mkdir(parents=True, exist_ok=True)
     queue, active = list(todo), []
     while queue or active:
-        while queue and len(active) < workers:
+        while queue and len(active) + running_elsewhere({a[0].pid for a in active}) < workers:
             spec, seed = queue.pop(0)
+            if not needs_run(spec, seed):  # another launcher took it meanwhile
+                continue
             spec_dir(spec).mkdir(parents=True, exist_ok=True)
-            log = open(spec_dir(spec) / f"{spec.script}__{spec.env_id}__seed{seed}.log", "a")
+            stem = spec_dir(spec) / f"{spec.script}__{spec.env_id}__seed{seed}"
+            log = open(stem.with_suffix(".log"), "a")
             cmd = command(spec, seed)
             print(f"launch: {' '.join(cmd[3:])}", flush=True)
-            active.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=spec_dir(spec)), log, spec, seed))
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=spec_dir(spec))
+            active.append((proc, log, spec, seed, stem, []))
+            time.sleep(20)  # let it write its metadata before counting runs again
         time.sleep(5)
         for item in list(active):
-            proc, log, spec, seed = item
+            proc, log, spec, seed, stem, loads = item
+            loads.append(os.getloadavg()[0])
             if proc.poll() is not None:
                 log.close()
                 active.remove(item)
+                write_text_atomic(
+                    Path(f"{stem}.load.json"),
+                    json.dumps({"load_mean": float(np.mean(loads)), "load_max": float(np.max(loads)), "samples": len(loads)}),
+                )
                 print(f"done ({proc.returncode}): {spec.script} {spec.env_id} seed{seed}", flush=True)
+
+
+def load_during(spec: Spec, seed: int) -> str:
+    try:
+        load = json.loads(Path(f"{spec_dir(spec) / f'{spec.script}__{spec.env_id}__seed{seed}'}.load.json").read_text())
+    except (OSError, ValueError):
+        return "-"
+    return f"{load['load_mean']:.1f}"
 
 
 def training_phase_sps(run_dir: Path, learning_starts: int) -> float | None:
@@ -197,22 +236,22 @@ def returns_table() -> list[str]:
 
 def sps_table() -> list[str]:
     lines = [
-        f"| script | env | steps | learning_starts | SPS overall | SPS while training | CleanRL reference |",
-        "|---|---|---|---|---|---|---|",
+        "| script | env | steps | learning_starts | SPS overall | SPS while training | load avg during run | CleanRL reference |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in SPS_SPECS:
         found = find_run(spec, spec.seeds[0])
         off_policy = spec.script != "ppo_continuous_action"
         starts = SPS_LEARNING_STARTS if off_policy else None
         if found is None or found[1].get("status") != "finished":
-            lines.append(f"| {spec.script} | {spec.env_id} | {spec.steps:,} | {starts or '-'} | not run | | {REFERENCE_SPS[spec.script]} |")
+            lines.append(f"| {spec.script} | {spec.env_id} | {spec.steps:,} | {starts or '-'} | not run | | | {REFERENCE_SPS[spec.script]} |")
             continue
         run_dir, meta = found
         overall = meta["summary"]["sps"]
         training = training_phase_sps(run_dir, starts or 0)
         lines.append(
             f"| {spec.script} | {spec.env_id} | {spec.steps:,} | {starts or '-'} | {overall:.0f} | "
-            f"{training:.0f} | {REFERENCE_SPS[spec.script]} |"
+            f"{training:.0f} | {load_during(spec, spec.seeds[0])} | {REFERENCE_SPS[spec.script]} |"
         )
     return lines
 
