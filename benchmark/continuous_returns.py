@@ -7,6 +7,7 @@ writes benchmark/results/continuous.md.
     python benchmark/continuous_returns.py                 # launch what is missing, then report
     python benchmark/continuous_returns.py --report-only   # just the tables from what exists
     python benchmark/continuous_returns.py --only sac_continuous_action --workers 1
+    python benchmark/continuous_returns.py --kind returns --env-ids Pendulum-v1   # one part first
 
 Returns are CleanRL's aggregation: per seed the mean of the last 100 training episodes
 (metadata.json summary.train_return_last100), then mean ± population std across seeds.
@@ -293,6 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument("--only", nargs="*", default=None, help="scripts to launch (default all)")
+    parser.add_argument("--env-ids", nargs="*", default=None, help="envs to launch (default all)")
     parser.add_argument("--kind", choices=["returns", "sps", "all"], default="all", help="which part to launch")
     parser.add_argument("--report-only", action="store_true", help="launch nothing; print the tables")
     opts = parser.parse_args()
@@ -300,6 +302,8 @@ def main() -> None:
         specs = {"returns": RETURN_SPECS, "sps": SPS_SPECS, "all": RETURN_SPECS + SPS_SPECS}[opts.kind]
         if opts.only:
             specs = [s for s in specs if s.script in opts.only]
+        if opts.env_ids:
+            specs = [s for s in specs if s.env_id in opts.env_ids]
         launch(missing(specs), opts.workers)
     text = report()
     print(text)
