@@ -275,6 +275,11 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert params_a.keys() == params_b.keys() and len(params_a) > 4
     for key in params_a:
         assert torch.equal(params_a[key], params_b[key]), key
+    norm_a, norm_b = (ckpt.load(d / "checkpoints" / "latest.pt").get("normalization") for d in (a, b))
+    if norm_a is not None:  # the statistics the resumed wrappers kept updating, not a stale copy
+        for part in ("obs", "reward"):
+            for key in ("mean", "var", "count"):
+                np.testing.assert_array_equal(norm_a["envs"][0][part][key], norm_b["envs"][0][part][key])
 
 
 def test_sac_resume_equals_uninterrupted_from_the_shell(tmp_path: Path) -> None:
