@@ -53,8 +53,11 @@ RETURN_SPECS = [
     Spec("sac_continuous_action", "Pendulum-v1", 30_000, "returns"),
     # TD3's default learning_starts (25 000) would leave 5 000 learning steps out of 30 000 on Pendulum.
     Spec("td3_continuous_action", "Pendulum-v1", 30_000, "returns", extra=("--learning-starts", "5000")),
-    Spec("sac_continuous_action", "InvertedPendulum-v5", 100_000, "returns"),
-    Spec("td3_continuous_action", "InvertedPendulum-v5", 100_000, "returns"),
+    # SAC runs at ~10-20 SPS on this shared 2-core machine, so the off-policy InvertedPendulum runs
+    # get 50 000 steps (evaluated every 10 000); TD3 starts learning at RL Zoo's 10 000 instead of 25 000.
+    Spec("sac_continuous_action", "InvertedPendulum-v5", 50_000, "returns", extra=("--eval-every", "10000")),
+    Spec("td3_continuous_action", "InvertedPendulum-v5", 50_000, "returns",
+         extra=("--eval-every", "10000", "--learning-starts", "10000")),
     Spec("ppo_continuous_action", "InvertedPendulum-v5", 100_000, "returns"),
 ]
 SPS_SPECS = [
