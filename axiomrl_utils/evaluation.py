@@ -8,6 +8,7 @@ draws from the global RNGs, so evaluating never changes what the agent learns.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -45,6 +46,9 @@ def run_episodes(
     """
     import torch
 
+    if video_path is not None:
+        # rgb_array frames need no display; without this SDL prints "error: XDG_RUNTIME_DIR ..." on headless machines
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     n = envs.num_envs
     obs, _ = envs.reset(seed=seeds)
     returns = np.zeros(n, dtype=np.float64)
