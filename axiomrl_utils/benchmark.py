@@ -308,24 +308,28 @@ def save(sweep_dir: Path, sweep: dict[str, Any]) -> None:
 
 
 def final_return_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (algo, env): how many runs finished, mean ± std (population, as CleanRL) of their final
-    training return (`summary.train_return_last100`), min and max.
+    """Per (algo, env): runs, finished runs, and over the finished runs that have a final training
+    return (`summary.train_return_last100`; `seeds` of them) its mean ± std (population, as
+    CleanRL's tables), min and max.
 
     Swap point: when `axiomrl_utils.report` is merged, `write_report` can use
     `report.leaderboard_rows([report.load_run(d) for d in finished run dirs], "train")` instead.
     """
     groups: dict[tuple[str, str], list[float]] = {}
-    totals: dict[tuple[str, str], int] = {}
+    totals: dict[tuple[str, str], list[int]] = {}
     for r in records:
         key = (r["algo"], r["env_id"])
-        totals[key] = totals.get(key, 0) + 1
+        counts = totals.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += r["status"] == "finished"
         groups.setdefault(key, [])
         if r["status"] == "finished" and r.get("final_return") is not None:
             groups[key].append(float(r["final_return"]))
     rows = []
     for (algo, env_id), values in groups.items():
+        runs, finished = totals[(algo, env_id)]
         rows.append({
-            "algo": algo, "env_id": env_id, "runs": totals[(algo, env_id)], "finished": len(values),
+            "algo": algo, "env_id": env_id, "runs": runs, "finished": finished, "seeds": len(values),
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.pstdev(values) if values else None,
             "min": min(values) if values else None, "max": max(values) if values else None,
@@ -347,9 +351,9 @@ def _duration(seconds: Optional[float]) -> str:
 
 def summary_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-(algo, env) Markdown table."""
-    out = ["| algo | env | finished/runs | return mean ± std | min | max |", "|---|---|---:|---:|---:|---:|"]
+    out = ["| algo | env | finished/runs | seeds | return mean ± std | min | max |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['algo']} | {r['env_id']} | {r['finished']}/{r['runs']} | {_num(r['mean'])} ± {_num(r['std'])} "
+        out.append(f"| {r['algo']} | {r['env_id']} | {r['finished']}/{r['runs']} | {r['seeds']} | {_num(r['mean'])} ± {_num(r['std'])} "
                    f"| {_num(r['min'])} | {_num(r['max'])} |")
     return out
 
@@ -357,7 +361,7 @@ def summary_table(rows: list[dict[str, Any]]) -> list[str]:
 def report_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out = [f"# Sweep {sweep['name']}", "",
            "Final training return: mean of each run's last 100 training episodes (`summary.train_return_last100`), "
-           "then mean ± std over the finished seeds.", "", *summary_table(rows)]
+           "then mean ± std over the finished runs that have one (`seeds`).", "", *summary_table(rows)]
     out += ["", "| run | status | return | duration | attempts | run directory |", "|---|---|---:|---:|---:|---|"]
     for r in sweep["runs"]:
         out.append(f"| {r['key']} | {r['status']} | {_num(r.get('final_return'))} | {_duration(r.get('duration_s'))} "
@@ -375,7 +379,7 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["algo", "env_id", "runs", "finished", "mean", "std", "min", "max"], lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=["algo", "env_id", "runs", "finished", "seeds", "mean", "std", "min", "max"], lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})

@@ -117,9 +117,9 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     v1 = [runs[f"ppo__CartPole-v1__seed{s}"]["final_return"] for s in (1, 2)]
     assert by_env["CartPole-v1"]["finished"] == 2 and by_env["CartPole-v1"]["mean"] == pytest.approx(sum(v1) / 2)
     assert by_env["CartPole-v1"]["std"] == pytest.approx(abs(v1[0] - v1[1]) / 2)
-    assert by_env["CartPole-v0"]["finished"] == 1
-    assert "| ppo | CartPole-v1 | 2/2 |" in (sweep_dir / "report.md").read_text()
-    assert (sweep_dir / "report.csv").read_text().splitlines()[0] == "algo,env_id,runs,finished,mean,std,min,max"
+    assert by_env["CartPole-v0"]["finished"] == 1 and by_env["CartPole-v0"]["seeds"] == 1
+    assert "| ppo | CartPole-v1 | 2/2 | 2 |" in (sweep_dir / "report.md").read_text()
+    assert (sweep_dir / "report.csv").read_text().splitlines()[0] == "algo,env_id,runs,finished,seeds,mean,std,min,max"
 
     # the same command again: finished runs are left alone, the failed one resumes from its checkpoint
     finished = {k: tree_snapshot(sweep_dir / r["run_dir"]) for k, r in runs.items() if r["status"] == "finished"}
@@ -134,7 +134,7 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     assert resumed["run_dir"] == failed["run_dir"] and resumed["attempts"] == 3
     assert [x["from_step"] for x in metadata(sweep_dir, resumed)["resumes"]] == [128, 256]
     assert len(sweep_json(sweep_dir)["sessions"]) == 2 and sweep_json(sweep_dir)["status"] == "finished"
-    assert "| ppo | CartPole-v0 | 2/2 |" in (sweep_dir / "report.md").read_text()
+    assert "| ppo | CartPole-v0 | 2/2 | 2 |" in (sweep_dir / "report.md").read_text()
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
