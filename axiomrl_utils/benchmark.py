@@ -47,6 +47,7 @@ from axiomrl_utils.sweep_backends import (
     RayBackend,
     SlurmBackend,
     Task,
+    check_ray_address,
     next_action,
     read_metadata_quiet,
     run_dirs_in,
@@ -481,6 +482,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, extra = parse_args(argv)
     check_arguments(args, extra)
     _check_extra_installed(args.backend)
+    if args.backend == "ray" and args.ray_address:
+        check_ray_address(args.ray_address)
     root = Path(args.output_dir).expanduser() / "sweeps"
 
     # --- which sweep: an existing one (--resume-sweep, or --name that exists) or a new one

@@ -343,6 +343,20 @@ def _ray_execute(task: Task) -> Outcome:
     return execute_run(task)
 
 
+def check_ray_address(address: str) -> None:
+    """Fail fast on a `host:port` nobody listens at (ray.init would retry for minutes)."""
+    import re
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if not match:
+        return  # "auto" and the like: ray.init resolves them
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"nothing answers at --ray-address {address} ({e.strerror or e}); start the cluster with "
+                         "`ray start --head` or pass its address (`ray status` shows it)") from None
+
+
 class RayBackend:
     """One Ray task per run, `cpus_per_run` CPUs each, on a local cluster or the one at `address`."""
 

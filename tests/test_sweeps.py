@@ -254,6 +254,8 @@ def test_dry_run_validates_and_creates_nothing(tmp_path: Path) -> None:
         (["--env-ids", "CartPole-v1", "--command", PPO], ["--learning-rate", "fast"],
          "rejects the arguments (Error parsing --learning-rate: could not convert string to float: 'fast')"),
         (["--resume-sweep", "nowhere"], [], "--resume-sweep nowhere: no such directory"),
+        (["--env-ids", "CartPole-v1", "--command", PPO, "--backend", "ray", "--ray-address", "127.0.0.1:9"], [],
+         "nothing answers at --ray-address 127.0.0.1:9"),
         (["--env-ids", "CartPole-v1", "--command", PPO, "--backend", "slurm", "--slurm-time", "soon"], [],
          "--slurm-time 'soon' is not a duration"),
     ],
