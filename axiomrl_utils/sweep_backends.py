@@ -215,7 +215,7 @@ def execute_run(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     outcome = Outcome(status="pending")
     started = time.monotonic()
-    for attempt in range(task.retries + 1):
+    for _ in range(task.retries + 1):
         if stop is not None and stop.is_set():
             break
         action, run_dir = next_action(slot)
