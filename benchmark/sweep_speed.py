@@ -14,7 +14,11 @@ load hits both alike) and the table shows the mean per worker count. Columns:
   per run beyond the processes it waits for (spawning, polling, sweep.json writes, report);
 - speed-up: wall(1 worker) / wall(this row).
 
-Writes benchmark/results/sweep_speed.md, with the load average before and after.
+Every run gets the same thread count (`--cpus-per-run 1` by default) so the runs are equal and the
+speed-up measures the launcher's parallelism; `--cpus-per-run 0` keeps the launcher's default.
+
+Writes benchmark/results/sweep_speed.md (sweep_speed_default_threads.md with --cpus-per-run 0), with
+the load average before and after.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULT = REPO / "benchmark" / "results" / "sweep_speed.md"
+RESULTS = REPO / "benchmark" / "results"
 SEEDS = 4
 
 
@@ -40,9 +44,10 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def one_sweep(workers: int, steps: int, out: Path, name: str) -> dict:
+def one_sweep(workers: int, steps: int, out: Path, name: str, cpus_per_run: int | None) -> dict:
     cmd = [sys.executable, "-m", "axiomrl_utils.benchmark", "--env-ids", "CartPole-v1", "--command", "python axiomrl/ppo.py",
            "--num-seeds", str(SEEDS), "--workers", str(workers), "--output-dir", str(out), "--name", name,
+           *(["--cpus-per-run", str(cpus_per_run)] if cpus_per_run else []),
            "--", "--total-timesteps", str(steps), "--eval-every", "0", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start_epoch, start = time.time(), time.perf_counter()
@@ -67,13 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20_000, help="total timesteps of each run (default: 20000)")
     parser.add_argument("--order", type=int, nargs="+", default=[1, 2, 2, 1], help="worker counts, in order (default: 1 2 2 1)")
+    parser.add_argument("--cpus-per-run", type=int, default=1,
+                        help="threads of every run, the same for all rows so the runs are equal (default: 1; "
+                        "0 = the launcher's default, max(1, cores // workers))")
     args = parser.parse_args()
 
     load_before = load()
     results: dict[int, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="sweep_speed_") as tmp:
         for i, workers in enumerate(args.order):
-            r = one_sweep(workers, args.steps, Path(tmp), f"w{workers}_{i}")
+            r = one_sweep(workers, args.steps, Path(tmp), f"w{workers}_{i}", args.cpus_per_run)
             results.setdefault(workers, []).append(r)
             print(f"workers={workers}: wall {r['wall']:.1f}s, check {r['check']:.1f}s, runs {r['runs']:.1f}s, "
                   f"overhead/run {r['overhead_per_run']:.2f}s (load {load()})", flush=True)
@@ -87,10 +95,12 @@ def main() -> None:
         lines.append(f"| {workers} | {mean['wall']:.1f} | {mean['check']:.1f} | {mean['runs']:.1f} | {mean['train']:.1f} "
                      f"| {mean['overhead_per_run']:.2f} | {base / mean['wall']:.2f}x |")
     table = "\n".join(lines)
+    threads = (f"every run has OMP_NUM_THREADS={args.cpus_per_run} (--cpus-per-run), in both rows" if args.cpus_per_run
+               else "the launcher's default OMP_NUM_THREADS = max(1, cores // workers): 2 with 1 worker, 1 with 2 workers")
     print(table)
     text = f"""# Sweep launcher speed
 
-`PYTHONPATH=. nice -n 10 python benchmark/sweep_speed.py --steps {args.steps} --order {' '.join(map(str, args.order))}`
+`PYTHONPATH=. nice -n 10 python benchmark/sweep_speed.py --steps {args.steps} --order {' '.join(map(str, args.order))} --cpus-per-run {args.cpus_per_run}`
 
 {SEEDS} equal runs of `python axiomrl/ppo.py --env-id CartPole-v1 --total-timesteps {args.steps} --eval-every 0`
 through `python -m axiomrl_utils.benchmark` (local backend), mean of {len(args.order) // len(results)} sweep(s) per row,
@@ -103,11 +113,12 @@ run in the order {' '.join(map(str, args.order))}.
   training: the runs' own `wall_time_s`; launcher overhead per run: (wall - check - runs' time / workers) / runs per worker.
 - Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};
   shared with other work: load average (1, 5, 15 min) {load_before} before, {load_after} after.
-- Threads: each run gets OMP_NUM_THREADS = max(1, cores // workers), so 2 with 1 worker and 1 with 2 workers.
+- Threads: {threads}.
 """
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(text)
-    print(f"wrote {RESULT}")
+    result = RESULTS / ("sweep_speed.md" if args.cpus_per_run else "sweep_speed_default_threads.md")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text(text)
+    print(f"wrote {result}")
 
 
 if __name__ == "__main__":
