@@ -12,6 +12,9 @@ load hits both alike) and the table shows the mean per worker count. Columns:
 - runs: sum of the runs' process wall times (python start + imports + training), as sweep.json records;
 - overhead/run: (wall - check - runs / workers) / runs-per-worker, i.e. what the launcher adds
   per run beyond the processes it waits for (spawning, polling, sweep.json writes, report);
+- runs in parallel: runs / (wall - check), the mean number of runs the launcher kept going (its
+  ideal is the worker count); a speed-up below it means each run got slower when it had company
+  (a busy machine), not that the launcher left a worker idle;
 - speed-up: wall(1 worker) / wall(this row).
 
 Every run gets the same thread count (`--cpus-per-run 1` by default) so the runs are equal and the
@@ -65,6 +68,7 @@ def one_sweep(workers: int, steps: int, out: Path, name: str, cpus_per_run: int 
     return {
         "workers": workers, "wall": wall, "check": check, "runs": sum(durations), "train": sum(train),
         "overhead_per_run": (wall - check - sum(durations) / workers) / per_worker,
+        "parallel": sum(durations) / (wall - check),
     }
 
 
@@ -84,16 +88,17 @@ def main() -> None:
             r = one_sweep(workers, args.steps, Path(tmp), f"w{workers}_{i}", args.cpus_per_run)
             results.setdefault(workers, []).append(r)
             print(f"workers={workers}: wall {r['wall']:.1f}s, check {r['check']:.1f}s, runs {r['runs']:.1f}s, "
-                  f"overhead/run {r['overhead_per_run']:.2f}s (load {load()})", flush=True)
+                  f"overhead/run {r['overhead_per_run']:.2f}s, in parallel {r['parallel']:.2f} (load {load()})", flush=True)
     load_after = load()
 
     base = statistics.fmean(r["wall"] for r in results[min(results)])
-    header = "| workers | wall (s) | check (s) | runs' process time (s) | of which training (s) | launcher overhead per run (s) | speed-up |"
-    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| workers | wall (s) | check (s) | runs' process time (s) | of which training (s) | launcher overhead per run (s) "
+              "| runs in parallel | speed-up |")
+    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for workers, rs in sorted(results.items()):
-        mean = {k: statistics.fmean(r[k] for r in rs) for k in ("wall", "check", "runs", "train", "overhead_per_run")}
+        mean = {k: statistics.fmean(r[k] for r in rs) for k in ("wall", "check", "runs", "train", "overhead_per_run", "parallel")}
         lines.append(f"| {workers} | {mean['wall']:.1f} | {mean['check']:.1f} | {mean['runs']:.1f} | {mean['train']:.1f} "
-                     f"| {mean['overhead_per_run']:.2f} | {base / mean['wall']:.2f}x |")
+                     f"| {mean['overhead_per_run']:.2f} | {mean['parallel']:.2f} | {base / mean['wall']:.2f}x |")
     table = "\n".join(lines)
     threads = (f"every run has OMP_NUM_THREADS={args.cpus_per_run} (--cpus-per-run), in both rows" if args.cpus_per_run
                else "the launcher's default OMP_NUM_THREADS = max(1, cores // workers): 2 with 1 worker, 1 with 2 workers")
@@ -110,7 +115,8 @@ run in the order {' '.join(map(str, args.order))}.
 
 - wall: the whole sweep command; check: until the first run starts (launcher start + the `--dry-run` check of the pair);
   runs' process time: sum over runs of their process wall time (interpreter start, imports, training), of which
-  training: the runs' own `wall_time_s`; launcher overhead per run: (wall - check - runs' time / workers) / runs per worker.
+  training: the runs' own `wall_time_s`; launcher overhead per run: (wall - check - runs' time / workers) / runs per worker;
+  runs in parallel: runs' time / (wall - check), the mean number of runs going at once.
 - Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};
   shared with other work: load average (1, 5, 15 min) {load_before} before, {load_after} after.
 - Threads: {threads}.
