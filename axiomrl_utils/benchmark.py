@@ -39,6 +39,7 @@ from typing import Any, Optional, Sequence
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.jsonl import dumps, read_json, write_json_atomic, write_text_atomic
+from axiomrl_utils.output import fmt_duration, fmt_float, warn
 from axiomrl_utils.run import DRY_RUN_OK, pid_alive, sanitize_env_id, utc_now
 from axiomrl_utils.sweep_backends import (
     STATUS_FILE,
@@ -70,17 +71,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see `{PROG} --help`")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog=PROG,
-        description="Run AxiomRL scripts over several envs x seeds in parallel (local processes, Ray or Slurm), "
-        "record every run in a sweep directory, and write a report of the final training returns.",
-        epilog="Arguments after `--` are passed to every run, e.g. `-- --total-timesteps 100000`. "
-        "Rerun the same command with the same --name (or use --resume-sweep DIR) to skip finished runs "
-        "and resume the others from their checkpoints. See docs/sweeps.md.",
-    )
+DESCRIPTION = ("Run AxiomRL scripts over several envs x seeds in parallel (local processes, Ray or Slurm), "
+               "record every run in a sweep directory, and end with a leaderboard of the final training returns.")
+EPILOG = ("Arguments after `--` are passed to every run, e.g. `-- --total-timesteps 100000`. "
+          "Rerun the same command with the same --name (or use --resume-sweep DIR) to skip finished runs "
+          "and resume the others from their checkpoints. See docs/sweeps.md.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep's options; shared by `python -m axiomrl_utils.benchmark` and `axiomrl sweep`."""
     p.add_argument("--env-ids", nargs="+", metavar="ENV_ID", help="gymnasium env ids to run every command on")
-    p.add_argument("--command", action="append", metavar="CMD",
+    # dest "commands": `axiomrl`'s own parser keeps the subcommand's name in `command`
+    p.add_argument("--command", dest="commands", action="append", metavar="CMD",
                    help='the AxiomRL script to run, e.g. "python axiomrl/ppo.py" (repeat for several algorithms)')
     p.add_argument("--num-seeds", type=int, default=3, help="seeds per (command, env) (default: 3)")
     p.add_argument("--start-seed", type=int, default=1, help="first seed; seeds are consecutive (default: 1)")
@@ -104,18 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often a job may be requeued after its time limit (default: 3)")
     p.add_argument("--slurm-cluster", choices=("slurm", "local"), default="slurm",
                    help="`local` runs the jobs as local processes through submitit, to try a Slurm sweep (default: slurm)")
+    p.add_argument("run_args", nargs=argparse.REMAINDER, metavar="-- RUN_ARGS",
+                   help="arguments passed to every run, after `--`, e.g. -- --total-timesteps 100000")
+    p.description, p.epilog = DESCRIPTION, EPILOG
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG)
+    add_arguments(p)
     return p
+
+
+def run_arguments(args: argparse.Namespace) -> list[str]:
+    """The arguments after `--`; UsageError for a stray word before it."""
+    rest = list(args.run_args or [])
+    if rest and rest[0] != "--":
+        raise UsageError(f"unexpected argument {rest[0]!r}; put the arguments meant for every run after `--`, "
+                         "e.g. -- --total-timesteps 100000")
+    return rest[1:]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
     """The launcher's arguments and the extra arguments after `--` (passed to every run)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
-    return args, extra
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return args, run_arguments(args)
 
 
 def cpu_cores() -> int:
@@ -144,16 +158,16 @@ def check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
         if any(a == flag or a.startswith(flag + "=") for a in extra):
             raise UsageError(f"the sweep sets {flag} for each run itself; remove {flag} from the arguments after --")
     if args.resume_sweep:
-        given = [f for f, v in (("--command", args.command), ("--env-ids", args.env_ids), ("arguments after --", extra)) if v]
+        given = [f for f, v in (("--command", args.commands), ("--env-ids", args.env_ids), ("arguments after --", extra)) if v]
         if given:
             raise UsageError(f"--resume-sweep takes the runs from the sweep's sweep.json; drop {' and '.join(given)} "
                              "(or use --name to add env ids or seeds to a sweep)")
         return
-    if not args.command:
+    if not args.commands:
         raise UsageError('--command is required; pass the script to run, e.g. --command "python axiomrl/ppo.py"')
     if not args.env_ids:
         raise UsageError("--env-ids is required; pass at least one gymnasium env id, e.g. --env-ids CartPole-v1")
-    for values, flag in ((args.env_ids, "--env-ids"), (args.command, "--command")):
+    for values, flag in ((args.env_ids, "--env-ids"), (args.commands, "--command")):
         dupes = sorted({v for v in values if values.count(v) > 1})
         if dupes:
             raise UsageError(f"{flag} names {', '.join(dupes)} twice; give each once")
@@ -308,66 +322,49 @@ def save(sweep_dir: Path, sweep: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------- the report
 
 
-def final_return_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (algo, env): runs, finished runs, and over the finished runs that have a final training
-    return (`summary.train_return_last100`; `seeds` of them) its mean ± std (population, as
-    CleanRL's tables), min and max.
+def finished_runs(sweep_dir: Path, sweep: dict[str, Any]) -> list[Any]:
+    """The sweep's finished runs as `axiomrl_utils.report` reads them (`report.Run`)."""
+    from axiomrl_utils import report
 
-    Swap point: when `axiomrl_utils.report` is merged, `write_report` can use
-    `report.leaderboard_rows([report.load_run(d) for d in finished run dirs], "train")` instead.
-    """
-    groups: dict[tuple[str, str], list[float]] = {}
-    totals: dict[tuple[str, str], list[int]] = {}
-    for r in records:
-        key = (r["algo"], r["env_id"])
-        counts = totals.setdefault(key, [0, 0])
-        counts[0] += 1
-        counts[1] += r["status"] == "finished"
-        groups.setdefault(key, [])
-        if r["status"] == "finished" and r.get("final_return") is not None:
-            groups[key].append(float(r["final_return"]))
-    rows = []
-    for (algo, env_id), values in groups.items():
-        runs, finished = totals[(algo, env_id)]
-        rows.append({
-            "algo": algo, "env_id": env_id, "runs": runs, "finished": finished, "seeds": len(values),
-            "mean": statistics.fmean(values) if values else None,
-            "std": statistics.pstdev(values) if values else None,
-            "min": min(values) if values else None, "max": max(values) if values else None,
-        })
-    return rows
-
-
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def summary_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The per-(algo, env) Markdown table."""
-    out = ["| algo | env | finished/runs | seeds | return mean ± std | min | max |", "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        out.append(f"| {r['algo']} | {r['env_id']} | {r['finished']}/{r['runs']} | {r['seeds']} | {_num(r['mean'])} ± {_num(r['std'])} "
-                   f"| {_num(r['min'])} | {_num(r['max'])} |")
-    return out
-
-
-def report_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    out = [f"# Sweep {sweep['name']}", "",
-           "Final training return: mean of each run's last 100 training episodes (`summary.train_return_last100`), "
-           "then mean ± std over the finished runs that have one (`seeds`).", "", *summary_table(rows)]
-    out += ["", "| run | status | return | duration | attempts | run directory |", "|---|---|---:|---:|---:|---|"]
+    runs = []
     for r in sweep["runs"]:
-        out.append(f"| {r['key']} | {r['status']} | {_num(r.get('final_return'))} | {_duration(r.get('duration_s'))} "
+        if r["status"] == "finished" and r.get("run_dir"):
+            try:
+                runs.append(report.load_run(sweep_dir / r["run_dir"]))
+            except ValueError as e:
+                warn(f"the report leaves out {r['key']}: {e}")
+    return runs
+
+
+def _without_results(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """`algo on env (2 failed, 1 pending)` for each (algo, env) of the sweep that has no leaderboard row."""
+    shown = {(row["algo"], row["env_id"]) for row in rows}
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for r in sweep["runs"]:
+        counts = groups.setdefault((r["algo"], r["env_id"]), {})
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return [f"{algo} on {env_id} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+            for (algo, env_id), counts in groups.items() if (algo, env_id) not in shown]
+
+
+def report_markdown(sweep: dict[str, Any], leaderboard: str, rows: list[dict[str, Any]]) -> str:
+    """report.md: the leaderboard of the finished runs, then every run of the sweep."""
+    from axiomrl_utils.report import METRICS
+
+    runs = sweep["runs"]
+    finished = sum(r["status"] == "finished" for r in runs)
+    out = [f"# Sweep {sweep['name']}", "",
+           f"{finished} of {len(runs)} runs finished. Leaderboard of the finished runs (as `axiomrl leaderboard` computes it): "
+           f"per run the {METRICS['train'][1]} (`summary.{METRICS['train'][0]}`), then per (algo, env) over the seeds.", ""]
+    out.append(leaderboard.rstrip("\n") if rows else "No finished run has a training return yet.")
+    missing = _without_results(sweep, rows)
+    if missing:
+        out += ["", "Not on the leaderboard (no finished run with a training return): " + "; ".join(missing) + "."]
+    out += ["", "## Runs", "", "| run | status | return | duration | attempts | run directory |", "|---|---|---:|---:|---:|---|"]
+    for r in runs:
+        out.append(f"| {r['key']} | {r['status']} | {fmt_float(r.get('final_return'))} | {fmt_duration(r.get('duration_s'))} "
                    f"| {r.get('attempts', 0)} | {r.get('run_dir') or '-'} |")
-    failed = [r for r in sweep["runs"] if r["status"] == "failed"]
+    failed = [r for r in runs if r["status"] == "failed"]
     if failed:
         out += ["", "## Failed runs", ""]
         for r in failed:
@@ -375,26 +372,23 @@ def report_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def report_csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
+def write_report(sweep_dir: Path, sweep: dict[str, Any]) -> str:
+    """Write the leaderboard of the sweep's finished runs as report.md, report.csv and report.json
+    into the sweep directory (atomically); return it as a text table for the terminal."""
+    from axiomrl_utils import report
+    from axiomrl_utils.output import render
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["algo", "env_id", "runs", "finished", "seeds", "mean", "std", "min", "max"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buf.getvalue()
-
-
-def write_report(sweep_dir: Path, sweep: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write report.md, report.csv and report.json into the sweep directory; return the table rows."""
-    rows = final_return_rows(sweep["runs"])
-    write_text_atomic(sweep_dir / "report.md", report_markdown(sweep, rows))
-    write_text_atomic(sweep_dir / "report.csv", report_csv(rows))
-    runs = [{k: r.get(k) for k in ("key", "algo", "env_id", "seed", "status", "final_return", "duration_s", "run_dir")} for r in sweep["runs"]]
-    write_text_atomic(sweep_dir / "report.json", dumps({"metric": "train_return_last100", "rows": rows, "runs": runs}, indent=2) + "\n")
-    return rows
+    rows = report.leaderboard_rows(finished_runs(sweep_dir, sweep), "train")
+    columns = report.LEADERBOARD_COLUMNS + [report.NOTE_COLUMN]
+    write_text_atomic(sweep_dir / "report.md", report_markdown(sweep, render(rows, columns, "markdown"), rows))
+    write_text_atomic(sweep_dir / "report.csv", render(rows, columns, "csv"))
+    runs = [{k: r.get(k) for k in ("key", "algo", "env_id", "seed", "status", "final_return", "duration_s", "attempts",
+                                   "exit_code", "error", "run_dir", "log_file")} for r in sweep["runs"]]
+    body = {"sweep": sweep["name"], "metric": "train", "metric_key": report.METRICS["train"][0], "leaderboard": rows, "runs": runs}
+    write_text_atomic(sweep_dir / "report.json", dumps(body, indent=2) + "\n")
+    table = render(rows, columns, "table") if rows else "no finished run has a training return yet\n"
+    missing = _without_results(sweep, rows)
+    return table + (f"not on the leaderboard (no finished run with a training return): {'; '.join(missing)}\n" if missing else "")
 
 
 # ---------------------------------------------------------------------------------- display
@@ -480,6 +474,20 @@ def _check_extra_installed(backend: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `python -m axiomrl_utils.benchmark` command; returns the exit status."""
     args, extra = parse_args(argv)
+    shown = ["-m", "axiomrl_utils.benchmark", *(sys.argv[1:] if argv is None else argv)]
+    return launch(args, extra, shown, PROG)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `axiomrl sweep` command (arguments from `add_arguments`); returns the exit status."""
+    return launch(args, run_arguments(args), [Path(sys.argv[0]).name, *sys.argv[1:]], "axiomrl sweep")
+
+
+def launch(args: argparse.Namespace, extra: list[str], shown_argv: list[str], prog: str) -> int:
+    """Run (or continue) the sweep `args` describes, then write its report; returns the exit status.
+
+    `shown_argv` is recorded in sweep.json's session; `prog` is how the rerun hint names the command.
+    """
     check_arguments(args, extra)
     _check_extra_installed(args.backend)
     if args.backend == "ray" and args.ray_address:
@@ -499,8 +507,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sweep = load_sweep(sweep_dir)
     seeds = list(range(args.start_seed, args.start_seed + args.num_seeds))
     if sweep is not None and not args.resume_sweep:
-        merge_settings(sweep, args.command, args.env_ids, seeds, extra)
-    settings = sweep["settings"] if sweep else {"commands": args.command, "env_ids": args.env_ids, "seeds": seeds, "extra_args": extra}
+        merge_settings(sweep, args.commands, args.env_ids, seeds, extra)
+    settings = sweep["settings"] if sweep else {"commands": args.commands, "env_ids": args.env_ids, "seeds": seeds, "extra_args": extra}
     if sweep is None:
         check_writable(root)
     argvs = {c: resolve_command(c) for c in settings["commands"]}
@@ -540,7 +548,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   "slot": f"runs/{key}", "log_file": f"logs/{key}.log", "status": "pending",
                                   "argv": None, "run_dir": None, "exit_code": None, "attempts": 0, "duration_s": 0.0,
                                   "final_return": None, "error": None, "log_tail": None})
-    session = {"started_at_utc": utc_now(), "argv": [PROG.split()[-1], *(sys.argv[1:] if argv is None else argv)],
+    session = {"started_at_utc": utc_now(), "argv": shown_argv,
                "backend": args.backend, "workers": args.workers, "cpus_per_run": cpus_per_run, "cores": cores,
                "retries": args.retries, "ended_at_utc": None, "status": "running"}
     sweep["sessions"].append(session)
@@ -573,11 +581,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep["status"] = status if status == "interrupted" else ("failed" if failed else "finished" if not unfinished else "incomplete")
     session.update(ended_at_utc=utc_now(), status=sweep["status"])
     save(sweep_dir, sweep)
-    rows = write_report(sweep_dir, sweep)
-    print("\n".join(summary_table(rows)), flush=True)
+    print(write_report(sweep_dir, sweep), end="", flush=True)
     print(f"report: {sweep_dir / 'report.md'} (also report.csv, report.json)", flush=True)
 
-    rerun = f"{PROG} --resume-sweep {sweep_dir}"
+    rerun = f"{prog} --resume-sweep {sweep_dir}"
     if sweep["status"] == "interrupted":
         print(f"error: the sweep was interrupted; continue it with `{rerun}`", file=sys.stderr)
         return 130
@@ -602,7 +609,15 @@ def _rel(path: Optional[Path], base: Path) -> Optional[str]:
 
 
 def _final_return(run_dir: Optional[Path]) -> Optional[float]:
-    return (read_metadata_quiet(run_dir).get("summary") or {}).get("train_return_last100")
+    """The run's final training return, as the leaderboard counts it (None when it has none)."""
+    from axiomrl_utils import report
+
+    if run_dir is None:
+        return None
+    try:
+        return report.run_metric(report.load_run(run_dir), "train")
+    except ValueError:
+        return None
 
 
 def run_sweep(args: argparse.Namespace, backend: Any, sweep_dir: Path, sweep: dict[str, Any], records: list[dict[str, Any]],
@@ -662,7 +677,7 @@ def run_sweep(args: argparse.Namespace, backend: Any, sweep_dir: Path, sweep: di
             counts = {s: sum(r["status"] == s for r in sweep["runs"]) for s in ("finished", "failed", "running", "pending")}
             eta = _eta(sweep["runs"], live, durations, args.workers)
             stats = (f"{counts['finished']} done, {counts['failed']} failed, {counts['running']} running, "
-                     f"{counts['pending']} pending" + (f", ETA {_duration(eta)}" if eta is not None else ""))
+                     f"{counts['pending']} pending" + (f", ETA {fmt_duration(eta)}" if eta is not None else ""))
             display.update(counts["finished"] + counts["failed"], stats)
             if changed:
                 save(sweep_dir, sweep)
@@ -716,7 +731,7 @@ def _record_outcome(record: dict[str, Any], outcome: Outcome, sweep_dir: Path) -
 
 
 def _event(record: dict[str, Any], outcome: Outcome) -> str:
-    key, took = record["key"], _duration(outcome.duration_s)
+    key, took = record["key"], fmt_duration(outcome.duration_s)
     if outcome.status == "finished":
         ret = record.get("final_return")
         return f"finished {key} in {took}" + (f", return {ret:.2f}" if ret is not None else "")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from axiomrl_utils import UsageError, benchmark
+from axiomrl_utils import UsageError, benchmark, cli
 from axiomrl_utils.jsonl import read_json
 from axiomrl_utils.sweep_backends import STATUS_FILE, run_dirs_in
 
@@ -79,7 +79,7 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
             "--retries", "1", "--output-dir", str(tmp_path / "out"), "--name", "bench", "--", *TINY]
     monkeypatch.setenv("AXIOMRL_TEST_CRASH", "CartPole-v1:1:fresh,CartPole-v0:2:always")
     assert benchmark.main(argv) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("error: 1 of 4 runs failed: ppo__CartPole-v0__seed2 (RuntimeError: simulated crash")
 
     sweep_dir = tmp_path / "out" / "sweeps" / "bench"
@@ -112,14 +112,21 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     assert any("simulated crash" in line for line in failed["log_tail"])
     assert metadata(sweep_dir, failed)["status"] == "failed"
 
+    # the report is `axiomrl leaderboard` over the sweep's finished runs, in the sweep directory
     report = read_json(sweep_dir / "report.json")
-    by_env = {row["env_id"]: row for row in report["rows"]}
+    by_env = {row["env_id"]: row for row in report["leaderboard"]}
     v1 = [runs[f"ppo__CartPole-v1__seed{s}"]["final_return"] for s in (1, 2)]
-    assert by_env["CartPole-v1"]["finished"] == 2 and by_env["CartPole-v1"]["mean"] == pytest.approx(sum(v1) / 2)
+    assert by_env["CartPole-v1"]["seeds"] == 2 and by_env["CartPole-v1"]["mean"] == pytest.approx(sum(v1) / 2)
     assert by_env["CartPole-v1"]["std"] == pytest.approx(abs(v1[0] - v1[1]) / 2)
-    assert by_env["CartPole-v0"]["finished"] == 1 and by_env["CartPole-v0"]["seeds"] == 1
-    assert "| ppo | CartPole-v1 | 2/2 | 2 |" in (sweep_dir / "report.md").read_text()
-    assert (sweep_dir / "report.csv").read_text().splitlines()[0] == "algo,env_id,runs,finished,seeds,mean,std,min,max"
+    assert by_env["CartPole-v1"]["iqm_ci_low"] == pytest.approx(min(v1)) and by_env["CartPole-v1"]["iqm_ci_high"] == pytest.approx(max(v1))
+    assert by_env["CartPole-v0"]["seeds"] == 1 and by_env["CartPole-v0"]["iqm_ci_low"] is None
+    assert {r["key"]: r["status"] for r in report["runs"]} == {k: r["status"] for k, r in runs.items()}
+    assert report["leaderboard"] == _leaderboard_cli(sweep_dir, tmp_path)
+    markdown = (sweep_dir / "report.md").read_text()
+    assert f"| CartPole-v1 | 1 | ppo | 2 | {by_env['CartPole-v1']['mean']:.2f} ± " in markdown
+    assert "## Failed runs\n\n- ppo__CartPole-v0__seed2: RuntimeError: simulated crash" in markdown
+    assert (sweep_dir / "report.csv").read_text().splitlines()[0].startswith("env_id,rank,algo,metric,seeds,mean,std,median,iqm,")
+    assert "IQM [95% CI]" in out and "CartPole-v1     1  ppo       2" in out  # printed as a table too
 
     # the same command again: finished runs are left alone, the failed one resumes from its checkpoint
     finished = {k: tree_snapshot(sweep_dir / r["run_dir"]) for k, r in runs.items() if r["status"] == "finished"}
@@ -134,7 +141,15 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     assert resumed["run_dir"] == failed["run_dir"] and resumed["attempts"] == 3
     assert [x["from_step"] for x in metadata(sweep_dir, resumed)["resumes"]] == [128, 256]
     assert len(sweep_json(sweep_dir)["sessions"]) == 2 and sweep_json(sweep_dir)["status"] == "finished"
-    assert "| ppo | CartPole-v0 | 2/2 | 2 |" in (sweep_dir / "report.md").read_text()
+    assert {row["env_id"]: row["seeds"] for row in read_json(sweep_dir / "report.json")["leaderboard"]} == {"CartPole-v1": 2, "CartPole-v0": 2}
+    assert "4 of 4 runs finished" in (sweep_dir / "report.md").read_text()
+
+
+def _leaderboard_cli(sweep_dir: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """`axiomrl leaderboard SWEEP/runs --format json` (finished runs only, its default)."""
+    out = tmp_path / "leaderboard.json"
+    assert cli.main(["leaderboard", str(sweep_dir / "runs"), "--format", "json", "--output", str(out)]) == 0
+    return read_json(out)
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
@@ -179,10 +194,12 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_records_interrupted(tmp_path: P
 
 
 def test_ray_backend_on_a_real_local_cluster(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Through `axiomrl sweep` (the same launcher as python -m axiomrl_utils.benchmark): a local Ray
+    cluster of 2 CPUs (--workers 2 x --cpus-per-run 1) runs each run as a Ray task."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    argv = ["--env-ids", "CartPole-v1", "--command", PPO, "--num-seeds", "2", "--workers", "2", "--backend", "ray",
+    argv = ["sweep", "--env-ids", "CartPole-v1", "--command", PPO, "--num-seeds", "2", "--workers", "2", "--backend", "ray",
             "--output-dir", str(tmp_path), "--name", "onray", "--", *TINY]
-    assert benchmark.main(argv) == 0, capsys.readouterr().err
+    assert cli.main(argv) == 0, capsys.readouterr().err
     assert not ray.is_initialized()  # the launcher shut its local cluster down
     sweep_dir = tmp_path / "sweeps" / "onray"
     runs = records(sweep_dir)
@@ -196,7 +213,9 @@ def test_ray_backend_on_a_real_local_cluster(tmp_path: Path, capsys: pytest.Capt
         launchers.add(state["launcher_pid"])
         assert "finished 384 steps" in (sweep_dir / r["log_file"]).read_text()
     assert os.getpid() not in launchers  # each run was launched by a Ray worker, not by the driver
-    assert sweep_json(sweep_dir)["sessions"][0]["backend"] == "ray"
+    (session,) = sweep_json(sweep_dir)["sessions"]
+    assert session["backend"] == "ray" and session["cpus_per_run"] == 1
+    assert [row["seeds"] for row in read_json(sweep_dir / "report.json")["leaderboard"]] == [2]
 
 
 def test_slurm_backend_requeues_a_preempted_job_which_resumes(tmp_path: Path) -> None:
@@ -253,6 +272,7 @@ def test_dry_run_validates_and_creates_nothing(tmp_path: Path) -> None:
          "python axiomrl/ppo.py --env-id CartPol-v1: unknown environment id 'CartPol-v1'; did you mean CartPole-v1"),
         (["--env-ids", "CartPole-v1", "--command", PPO], ["--learning-rate", "fast"],
          "rejects the arguments (Error parsing --learning-rate: could not convert string to float: 'fast')"),
+        (["--env-ids", "CartPole-v1", "--command", PPO, "stray"], [], "unexpected argument 'stray'; put the arguments meant for every run after `--`"),
         (["--resume-sweep", "nowhere"], [], "--resume-sweep nowhere: no such directory"),
         (["--env-ids", "CartPole-v1", "--command", PPO, "--backend", "ray", "--ray-address", "127.0.0.1:9"], [],
          "nothing answers at --ray-address 127.0.0.1:9"),
@@ -266,6 +286,15 @@ def test_bad_input_is_one_sentence_and_creates_nothing(tmp_path: Path, args: lis
         benchmark.main([*args, "--output-dir", str(out), *(["--", *extra] if extra else [])])
     assert message in str(err.value)
     assert "\n" not in str(err.value) and str(err.value).count(message) == 1  # reported once, not once per seed
+    assert not out.exists()
+
+
+def test_axiomrl_sweep_subcommand_checks_input_the_same_way(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=r"^--num-seeds must be at least 1 \(got 0\)$"):
+        cli.main(["sweep", "--env-ids", "CartPole-v1", "--command", PPO, "--num-seeds", "0", "--output-dir", str(out)])
+    with pytest.raises(UsageError, match="the sweep sets --output-dir for each run itself"):
+        cli.main(["sweep", "--env-ids", "CartPole-v1", "--command", PPO, "--output-dir", str(out), "--", "--output-dir", "x"])
     assert not out.exists()
 
 
