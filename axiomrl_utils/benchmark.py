@@ -2,6 +2,7 @@
 
     python -m axiomrl_utils.benchmark --env-ids CartPole-v1 Acrobot-v1 \\
         --command "python axiomrl/ppo.py" --num-seeds 5 --workers 2 -- --total-timesteps 100000
+    axiomrl sweep ...                        # the same launcher, as a subcommand of `axiomrl`
 
 Layout of a sweep (docs/sweeps.md):
 
@@ -11,7 +12,7 @@ Layout of a sweep (docs/sweeps.md):
           <algo>__<env>__seed<N>__<time>/    the run directory the script creates
           sweep-run.json                     the launcher's state of the run (running, pid, host)
       logs/<algo>__<env>__seed<N>.log        the run's stdout and stderr, every attempt
-      report.md, report.csv, report.json     the aggregated results, written at the end
+      report.md, report.csv, report.json     the leaderboard of the finished runs, written at the end
 
 The launcher checks each (script, env) pair once with the script's `--dry-run` before anything is
 created, so a typo in an env id or an extra argument is one sentence, not N failed runs. Running
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.jsonl import dumps, read_json, write_json_atomic, write_text_atomic
@@ -54,6 +55,9 @@ from axiomrl_utils.sweep_backends import (
     run_dirs_in,
     slurm_minutes,
 )
+
+if TYPE_CHECKING:
+    from axiomrl_utils.report import Run
 
 SWEEP_FILE = "sweep.json"
 SCHEMA_VERSION = 1
@@ -322,7 +326,7 @@ def save(sweep_dir: Path, sweep: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------- the report
 
 
-def finished_runs(sweep_dir: Path, sweep: dict[str, Any]) -> list[Any]:
+def finished_runs(sweep_dir: Path, sweep: dict[str, Any]) -> list[Run]:
     """The sweep's finished runs as `axiomrl_utils.report` reads them (`report.Run`)."""
     from axiomrl_utils import report
 
