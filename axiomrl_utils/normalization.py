@@ -113,21 +113,14 @@ def observation_statistics(state: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
     return mean, var, entries[0]["epsilon"]
 
 
-def normalized_policy(policy: Callable[[Any], Any], state: dict[str, Any]) -> Callable[[Any], Any]:
+def normalized_policy(policy: Callable[[Any], Any], state: dict[str, Any]) -> "torch.nn.Module":  # noqa: F821
     """`policy` on raw observations, normalised and clipped with the frozen statistics in `state`.
 
     This is what the agent saw in training, `(obs - mean) / sqrt(var + epsilon)` clipped to
-    ±obs_clip, without updating anything: the policy for `run.evaluate`, `axiomrl eval` and export.
+    ±obs_clip, without updating anything: the policy for `run.evaluate`, `axiomrl eval` and export
+    (an nn.Module with the statistics as buffers, so `axiomrl export` bakes them in).
     """
-    import torch
+    from axiomrl_utils import policy as policy_tools
 
     mean, var, epsilon = observation_statistics(state)
-    mean_t = torch.as_tensor(mean, dtype=torch.float64)
-    std_t = torch.sqrt(torch.as_tensor(var, dtype=torch.float64) + epsilon)
-    clip = float(state["obs_clip"])
-
-    def normalized(obs: "torch.Tensor") -> "torch.Tensor":
-        x = (obs.to(torch.float64) - mean_t.to(obs.device)) / std_t.to(obs.device)
-        return policy(x.clamp(-clip, clip).to(torch.float32))
-
-    return normalized
+    return policy_tools.normalized_policy(policy, mean, var, epsilon=epsilon, clip=float(state["obs_clip"]))

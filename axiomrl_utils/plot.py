@@ -79,7 +79,6 @@ def run_curve(run: Run, metric: str, smooth: int = 100) -> Curve | None:
     `smooth` episodes, so the curve ends at the report's train_return. `eval`: the mean return
     of each training-time evaluation (eval_episodes.jsonl). Anything else: that metrics.jsonl key.
     """
-    import numpy as np
     import pandas as pd
 
     if metric == "train":

@@ -286,10 +286,11 @@ def _module_types() -> tuple[type, type, type]:
             self.clip = None if clip is None else float(clip)
 
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            obs = (obs - self.obs_mean) / torch.sqrt(self.obs_var + self.epsilon)
+            # float64 like gymnasium's RunningMeanStd, so the agent sees bit-for-bit its training inputs
+            x = (obs.to(torch.float64) - self.obs_mean) / torch.sqrt(self.obs_var + self.epsilon)
             if self.clip is not None:
-                obs = obs.clamp(-self.clip, self.clip)
-            return self.policy(obs)
+                x = x.clamp(-self.clip, self.clip)
+            return self.policy(x.to(obs.dtype))
 
     return MethodPolicy, CallablePolicy, NormalizedPolicy
 
@@ -357,14 +358,14 @@ def normalized_policy(
     Computes `policy(clip((obs - mean) / sqrt(var + epsilon), -clip, clip))`, which is what
     `gymnasium.wrappers.NormalizeObservation` (epsilon 1e-8) followed by an optional clip does.
     `mean` and `var` are arrays or tensors (e.g. the wrapper's `obs_rms.mean` / `obs_rms.var`
-    saved in the checkpoint); they are stored as float32 buffers, so `.to(device)` moves them and
+    saved in the checkpoint); they are stored as float64 buffers, so `.to(device)` moves them and
     `axiomrl export` bakes them into the exported file. Scripts that normalise observations return
     this from `load_policy`.
     """
     import torch
 
     _, _, normalized = _module_types()
-    as_tensor = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32).clone()  # noqa: E731
+    as_tensor = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64).clone()  # noqa: E731
     return normalized(policy_module(policy), as_tensor(mean), as_tensor(var), epsilon, clip)
 
 

@@ -62,6 +62,28 @@ def strip_wall_clock(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in rows]
 
 
+def reevaluate(module: Any, run_dir: Path, checkpoint: str | Path) -> list[float]:
+    """Play a run's evaluation episodes again with the policy the script's `load_policy` rebuilds from a checkpoint."""
+    from axiomrl_utils import checkpoint as ckpt
+    from axiomrl_utils.args import load_args
+    from axiomrl_utils.evaluation import eval_seeds, make_eval_envs, run_episodes
+
+    args = load_args(module.Args, run_dir)
+    envs = make_eval_envs([module.make_env(args, i, evaluation=True) for i in range(args.eval_episodes)])
+    policy = module.load_policy(args, ckpt.load(Path(run_dir) / checkpoint), envs)
+    try:
+        return [e["return"] for e in run_episodes(policy, envs, eval_seeds(args.seed, args.eval_episodes))]
+    finally:
+        envs.close()
+
+
+def logged_eval_returns(run_dir: Path, step: int) -> list[float]:
+    """The evaluation returns a run logged at `step`, in episode order."""
+    from axiomrl_utils.jsonl import read_jsonl
+
+    return [r["return"] for r in read_jsonl(Path(run_dir) / "eval_episodes.jsonl") if r["global_step"] == step]
+
+
 def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file below root: equal snapshots mean nothing on disk changed."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}

@@ -22,7 +22,7 @@ from axiomrl_utils.evaluation import eval_seeds, make_eval_envs, run_episodes
 from axiomrl_utils.jsonl import read_jsonl
 from axiomrl_utils.normalization import EnvNormalization, normalized_policy
 
-from conftest import WALL_CLOCK, only_run, run_script, strip_wall_clock
+from conftest import only_run, reevaluate, run_script, strip_wall_clock
 
 SCRIPTS = ["ppo_continuous_action", "sac_continuous_action", "td3_continuous_action", "ddpg_continuous_action"]
 OFF_POLICY = SCRIPTS[1:]
@@ -46,18 +46,6 @@ def needs_mujoco() -> None:
     pytest.importorskip("mujoco", reason="the mujoco extra is not installed")
 
 
-def reevaluate(script: str, run_dir: Path, checkpoint: str) -> list[float]:
-    """Play the run's evaluation episodes again with the policy `load_policy` rebuilds from a checkpoint."""
-    mod = module(script)
-    args = load_args(mod.Args, run_dir)
-    envs = make_eval_envs([mod.make_env(args, i, evaluation=True) for i in range(args.eval_episodes)])
-    policy = mod.load_policy(args, ckpt.load(run_dir / checkpoint), envs)
-    try:
-        return [e["return"] for e in run_episodes(policy, envs, eval_seeds(args.seed, args.eval_episodes))]
-    finally:
-        envs.close()
-
-
 # ---------------------------------------------------------------------------------------- smoke runs
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "HalfCheetah-v5"])
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -79,7 +67,7 @@ def test_smoke_run_keeps_the_contract(tmp_path: Path, script: str, env_id: str) 
     # the checkpoints reload into the script's networks, and best.pt acts as it was evaluated
     best = meta["best_checkpoint"]
     logged = [r["return"] for r in read_jsonl(run_dir / "eval_episodes.jsonl") if r["global_step"] == best["step"]]
-    assert len(logged) == 2 and reevaluate(script, run_dir, best["path"]) == logged
+    assert len(logged) == 2 and reevaluate(module(script), run_dir, best["path"]) == logged
     payload = ckpt.load(run_dir / "checkpoints" / "latest.pt")
     assert payload["_axiomrl"]["global_step"] == 384
     if script == "ppo_continuous_action":
@@ -194,7 +182,7 @@ def test_normaliser_statistics_round_trip_through_best(tmp_path: Path) -> None:
     # evaluating best.pt (raw env, frozen statistics) reproduces the logged evaluation; without the
     # statistics the same weights act differently
     logged = [r["return"] for r in read_jsonl(run_dir / "eval_episodes.jsonl") if r["global_step"] == step]
-    assert reevaluate("ppo_continuous_action", run_dir, "checkpoints/best.pt") == logged
+    assert reevaluate(module("ppo_continuous_action"), run_dir, "checkpoints/best.pt") == logged
     eval_envs = make_eval_envs([mod.make_env(args, i, evaluation=True) for i in range(args.eval_episodes)])
     agent = mod.Agent(eval_envs)
     agent.load_state_dict(best["agent"])

@@ -16,11 +16,10 @@ import torch
 from axiomrl import c51, dqn
 from axiomrl_utils import UsageError
 from axiomrl_utils import checkpoint as ckpt
-from axiomrl_utils.args import load_args, parse_args
-from axiomrl_utils.evaluation import eval_seeds, make_eval_envs, run_episodes
+from axiomrl_utils.args import parse_args
 from axiomrl_utils.jsonl import read_jsonl
 
-from conftest import only_run, run_script, strip_wall_clock
+from conftest import logged_eval_returns, only_run, reevaluate, run_script, strip_wall_clock
 
 SCRIPTS = {"dqn": dqn, "c51": c51}
 LOSS = {"dqn": "losses/td_loss", "c51": "losses/loss"}
@@ -80,15 +79,9 @@ def test_run_contract(tiny_run: tuple[str, Path]) -> None:
 
 def test_best_checkpoint_replays_its_evaluation(tiny_run: tuple[str, Path]) -> None:
     algo, run_dir = tiny_run
-    module = SCRIPTS[algo]
-    args = load_args(module.Args, run_dir)
     meta = json.loads((run_dir / "metadata.json").read_text())
-    payload = ckpt.load(run_dir / "checkpoints" / "best.pt")
-    envs = make_eval_envs([module.make_env(args, i, evaluation=True) for i in range(args.eval_episodes)])
-    policy = module.load_policy(args, payload, envs)
-    episodes = run_episodes(policy, envs, eval_seeds(args.seed, args.eval_episodes))
-    logged = [r for r in read_jsonl(run_dir / "eval_episodes.jsonl") if r["global_step"] == meta["best_checkpoint"]["step"]]
-    assert [e["return"] for e in episodes] == [r["return"] for r in logged]
+    logged = logged_eval_returns(run_dir, meta["best_checkpoint"]["step"])
+    assert logged and reevaluate(SCRIPTS[algo], run_dir, "checkpoints/best.pt") == logged
 
 
 def test_tensorboard_tags(tiny_run: tuple[str, Path]) -> None:

@@ -18,11 +18,11 @@ import torch
 from axiomrl import ppo
 from axiomrl_utils import checkpoint as ckpt
 from axiomrl_utils.args import load_args
-from axiomrl_utils.evaluation import eval_seeds, make_eval_envs, run_episodes
+from axiomrl_utils.evaluation import make_eval_envs
 from axiomrl_utils.jsonl import read_jsonl
 from axiomrl_utils.run import create_run_dir, git_state, sanitize_env_id
 
-from conftest import TINY_PPO, only_run, run_dirs, run_script, strip_wall_clock, tiny_ppo_args
+from conftest import TINY_PPO, logged_eval_returns, only_run, reevaluate, run_dirs, run_script, strip_wall_clock, tiny_ppo_args
 
 METADATA_TYPES = {
     "schema_version": int,
@@ -128,15 +128,14 @@ def test_best_is_the_checkpoint_metadata_names(tiny_ppo_run: Path) -> None:
 
 def test_checkpoint_reloads_into_agent_and_acts_the_same(tiny_ppo_run: Path) -> None:
     """Re-evaluating best.pt on the same seeds reproduces the evaluation logged at its step."""
-    args = load_args(ppo.Args, tiny_ppo_run)
     meta = json.loads((tiny_ppo_run / "metadata.json").read_text())
-    payload = ckpt.load(tiny_ppo_run / "checkpoints" / "best.pt")
-    envs = make_eval_envs([ppo.make_env(args, i, evaluation=True) for i in range(args.eval_episodes)])
-    policy = ppo.load_policy(args, payload, envs)
-    episodes = run_episodes(policy, envs, eval_seeds(args.seed, args.eval_episodes))
-    logged = [r for r in read_jsonl(tiny_ppo_run / "eval_episodes.jsonl") if r["global_step"] == meta["best_checkpoint"]["step"]]
-    assert [e["return"] for e in episodes] == [r["return"] for r in logged]
+    logged = logged_eval_returns(tiny_ppo_run, meta["best_checkpoint"]["step"])
+    assert logged and reevaluate(ppo, tiny_ppo_run, "checkpoints/best.pt") == logged
     # and the state dict is exactly the Agent's
+    args = load_args(ppo.Args, tiny_ppo_run)
+    payload = ckpt.load(tiny_ppo_run / "checkpoints" / "best.pt")
+    envs = make_eval_envs([ppo.make_env(args, 0, evaluation=True)])
+    policy = ppo.load_policy(args, payload, envs)
     agent = ppo.Agent(envs)
     agent.load_state_dict(payload["agent"])
     obs = torch.randn(16, 4)
