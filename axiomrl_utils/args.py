@@ -62,6 +62,8 @@ class RunArgs:
     """stop cleanly (checkpoint, status interrupted, exit 0) once this many steps are done; resume later"""
     progress: bool = True
     """if toggled, show a progress bar (plain log lines when stdout is not a terminal)"""
+    dry_run: bool = False
+    """if toggled, check the arguments and the environment, print one line and exit without creating anything"""
 
 
 # Fields that may differ between a run's config.yaml and a resume of it: they change where output
@@ -83,6 +85,7 @@ MUTABLE_ON_RESUME = frozenset(
         "allow_config_change",
         "pause_at_step",
         "progress",
+        "dry_run",
         "save_buffer",
     }
 )

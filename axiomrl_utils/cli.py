@@ -1,4 +1,4 @@
-"""The `axiomrl` command: report, leaderboard, plot, doctor, eval, export, pack, unpack.
+"""The `axiomrl` command: report, leaderboard, sweep, plot, doctor, eval, export, pack, unpack.
 
 Each subcommand lives in its own module, imported only when that subcommand runs, so
 `axiomrl --version` and `axiomrl --help` import nothing heavy. Adding a subcommand is one entry in
@@ -44,6 +44,11 @@ COMMANDS: dict[str, Command] = {
         "add_leaderboard_arguments",
         "run_leaderboard",
     ),
+    "sweep": Command(
+        "axiomrl_utils.benchmark",
+        "run scripts over several envs x seeds in parallel (local processes, Ray or Slurm), rerunnable, "
+        "ending with the leaderboard of the runs (same as python -m axiomrl_utils.benchmark)",
+    ),
     "plot": Command("axiomrl_utils.plot", "learning curves per env (PNG, and HTML with plotly)"),
     "doctor": Command("axiomrl_utils.doctor", "check that this machine can train: versions, extras, output dir"),
     "eval": Command(
@@ -71,8 +76,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axiomrl",
         description="Inspect AxiomRL runs: reports, leaderboards, learning curves, environment checks; "
-        "evaluate, export and share trained runs.",
-        epilog="`axiomrl COMMAND --help` lists a command's options. Docs: docs/reports.md, docs/eval-export-share.md",
+        "run seed sweeps; evaluate, export and share trained runs.",
+        epilog="`axiomrl COMMAND --help` lists a command's options. "
+        "Docs: docs/reports.md, docs/sweeps.md, docs/eval-export-share.md",
     )
     parser.add_argument("--version", action="version", version=f"axiomrl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

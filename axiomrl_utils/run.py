@@ -48,6 +48,7 @@ VERSIONED_PACKAGES = (
     "ale-py", "mujoco", "wandb", "moviepy", "ray", "submitit",
 )
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+DRY_RUN_OK = "dry run ok"  # first words of the line --dry-run prints; launchers look for it
 
 
 def utc_now() -> str:
@@ -662,6 +663,12 @@ def start_run(args: RunArgs, script: str) -> Run:
     script_path = Path(script).resolve()
     algo = script_path.stem
     _check_run_args(args)
+    if args.dry_run:
+        if args.resume:
+            _prepare_resume(args, algo)
+        what = f"resume of {args.resume}" if args.resume else f"{algo} on {args.env_id} seed {args.seed}"  # type: ignore[attr-defined]
+        print(f"{DRY_RUN_OK}: {what}; the arguments are valid and nothing was created", flush=True)
+        raise SystemExit(0)
     if args.resume:
         run_dir, meta, path, payload, changes = _prepare_resume(args, algo)
         step = payload[ckpt.RESERVED]["global_step"]
