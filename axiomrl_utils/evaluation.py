@@ -54,36 +54,63 @@ def run_episodes(
     returns = np.zeros(n, dtype=np.float64)
     lengths = np.zeros(n, dtype=np.int64)
     running = np.ones(n, dtype=bool)
-    frames = []
-    with torch.inference_mode():
-        for _ in range(max_steps):
-            if video_path is not None and running[0]:
-                frames.append(envs.envs[0].render())
-            actions = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            obs, rewards, terminations, truncations, _ = envs.step(actions)
-            returns += np.where(running, rewards, 0.0)
-            lengths += running
-            running &= ~(terminations | truncations)
-            if not running.any():
-                break
-    if video_path is not None and frames:
-        write_video(frames, video_path, fps=envs.metadata.get("render_fps") or 30)
+    video = VideoWriter(video_path, fps=envs.metadata.get("render_fps") or 30) if video_path is not None else None
+    try:
+        with torch.inference_mode():
+            for _ in range(max_steps):
+                if video is not None and running[0]:
+                    video.write(envs.envs[0].render())
+                actions = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs, rewards, terminations, truncations, _ = envs.step(actions)
+                returns += np.where(running, rewards, 0.0)
+                lengths += running
+                running &= ~(terminations | truncations)
+                if not running.any():
+                    break
+    except BaseException:
+        if video is not None:
+            video.discard()
+        raise
+    if video is not None:
+        video.close()
     return [{"return": float(r), "length": int(l), "seed": s} for r, l, s in zip(returns, lengths, seeds)]
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
-    """Encode RGB frames as an MP4 (the `video` extra: moviepy + ffmpeg), one video frame per frame given."""
-    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+class VideoWriter:
+    """An MP4 written frame by frame (the `video` extra: moviepy + ffmpeg), so an episode never sits in memory.
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    height, width = frames[0].shape[:2]
-    # Not ImageSequenceClip.write_videofile: it samples the clip at t = i / fps and loses the last
-    # frame when the float duration rounds down (323 frames at 50 fps encode as 322).
-    with FFMPEG_VideoWriter(str(tmp), (width, height), fps, codec="libx264") as writer:
-        for frame in frames:
-            writer.write_frame(np.asarray(frame, dtype=np.uint8))
-    tmp.replace(path)
+    Frames go to a hidden temp file next to `path`, which `close` renames into place (readers never
+    see half a video) and `discard` deletes. Nothing is created before the first frame.
+    """
+
+    def __init__(self, path: Path, fps: int = 30) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.tmp = self.path.with_name(f".{self.path.stem}.tmp.mp4")
+        self._writer: Any = None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            # Not ImageSequenceClip.write_videofile: it samples the clip at t = i / fps and loses the
+            # last frame when the float duration rounds down (323 frames at 50 fps encode as 322).
+            from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            height, width = frame.shape[:2]
+            self._writer = FFMPEG_VideoWriter(str(self.tmp), (width, height), self.fps, codec="libx264")
+        self._writer.write_frame(np.asarray(frame, dtype=np.uint8))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self.tmp.replace(self.path)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
 
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, float]:
