@@ -5,8 +5,8 @@
 #   step, which would put one fake transition per episode into the rollout);
 # - a truncated episode (time limit) bootstraps from the value of its true final observation
 #   instead of being treated like a termination;
-# - actions are sampled from the softmax directly rather than through a Categorical per step
-#   (same distribution, a fraction of the Python overhead).
+# - actions are sampled with the Gumbel-max trick rather than through a Categorical per step
+#   (the same draws and actions as torch.multinomial, a fraction of the overhead).
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -99,7 +99,9 @@ class Agent(nn.Module):
     def get_action_and_value(self, x: torch.Tensor, action: Optional[torch.Tensor] = None):
         log_probs = self.actor(x).log_softmax(-1)  # what Categorical(logits=...) normalises to
         if action is None:
-            action = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+            # Gumbel-max: argmax(log p - log E), E ~ Exp(1), is a sample from p. torch.multinomial(p, 1)
+            # computes argmax(p / E) from the same draws (same actions), after a dozen validity checks.
+            action = (log_probs - torch.empty_like(log_probs).exponential_().log()).argmax(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy, self.critic(x)
 
