@@ -199,17 +199,14 @@ def main(args: Args) -> None:
 
                 # bootstrap value if not done
                 next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).reshape(1, -1).cpu().numpy()
+                # GAE: every step's TD error at once, then only the recursion runs step by step
+                nextnonterminal = 1.0 - np.concatenate([dones[1:], next_done[None]])
+                nextvalues = np.concatenate([values[1:], next_value])
+                deltas = rewards + args.gamma * nextvalues * nextnonterminal - values
                 advantages = np.zeros_like(rewards)
                 lastgaelam = 0
                 for t in reversed(range(args.num_steps)):
-                    if t == args.num_steps - 1:
-                        nextnonterminal = 1.0 - next_done
-                        nextvalues = next_value
-                    else:
-                        nextnonterminal = 1.0 - dones[t + 1]
-                        nextvalues = values[t + 1]
-                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                    advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                    advantages[t] = lastgaelam = deltas[t] + args.gamma * args.gae_lambda * nextnonterminal[t] * lastgaelam
                 returns = advantages + values
 
             # flatten the batch
