@@ -88,6 +88,10 @@ MUTABLE_ON_RESUME = frozenset(
 )
 
 
+# Fields that describe one session, not the run: a resume does not inherit them from config.yaml.
+SESSION_ONLY = frozenset({"pause_at_step", "allow_config_change"})
+
+
 def args_to_dict(args: RunArgs) -> dict[str, Any]:
     """The Args as plain JSON-able values, in field order."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
@@ -182,6 +186,10 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
         env_id=args.env_id if _flag_given(argv, "env_id") else None,  # type: ignore[attr-defined]
         seed=args.seed if _flag_given(argv, "seed") else None,
     )
-    args = tyro.cli(args_type, args=argv, default=load_args(args_type, run_dir))
+    saved = load_args(args_type, run_dir)
+    fresh = args_type()
+    for name in SESSION_ONLY:
+        setattr(saved, name, getattr(fresh, name))
+    args = tyro.cli(args_type, args=argv, default=saved)
     args.resume = str(run_dir)
     return args

@@ -68,12 +68,17 @@ def run_episodes(
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 30) -> None:
-    """Encode RGB frames as an MP4 (the `video` extra: moviepy + ffmpeg)."""
-    from moviepy import ImageSequenceClip
+    """Encode RGB frames as an MP4 (the `video` extra: moviepy + ffmpeg), one video frame per frame given."""
+    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    ImageSequenceClip(list(frames), fps=fps).write_videofile(str(tmp), codec="libx264", audio=False, logger=None)
+    height, width = frames[0].shape[:2]
+    # Not ImageSequenceClip.write_videofile: it samples the clip at t = i / fps and loses the last
+    # frame when the float duration rounds down (323 frames at 50 fps encode as 322).
+    with FFMPEG_VideoWriter(str(tmp), (width, height), fps, codec="libx264") as writer:
+        for frame in frames:
+            writer.write_frame(np.asarray(frame, dtype=np.uint8))
     tmp.replace(path)
 
 

@@ -19,7 +19,13 @@ What it guarantees:
   stored once. The next observation of slot i is the observation of slot i+1 of the same env,
   except where that does not hold (the episode ended, or the next `add` did not continue from it);
   there, the real next observation is kept in a small side store. The newest transition's next
-  observation is held until the following `add`, so every stored transition can be sampled.
+  observation is held until the following `add`.
+- Frame stacks (K, H, W), such as Atari's 4x84x84, go further: consecutive observations share K-1
+  frames, so each slot keeps only its newest frame, and a whole observation is kept only where a
+  stack does not continue the previous one (after a reset). No frame is stored twice: an Atari
+  transition costs about 7 KB instead of 56 KB. The check is on the data (obs[:-1] equals the
+  previous obs[1:]), so any observation comes back exactly; the K-1 oldest slots of a full ring,
+  whose older frames were just overwritten, are not sampled.
 - `sample` draws indices from the global numpy RNG (`np.random`), which checkpoints save and
   restore, so a resumed run samples exactly what an uninterrupted one would.
 - `state_dict()` holds the filled part of the arrays as torch tensors that share the buffer's
@@ -60,13 +66,25 @@ def _is_image(space: Any) -> bool:
     return np.dtype(space.dtype) == np.uint8 and len(space.shape) >= 2
 
 
-def transition_bytes(observation_space: Any, action_space: Any, memory_efficient: Optional[bool] = None) -> int:
-    """Bytes one stored transition takes (observations, action, reward, termination, bookkeeping)."""
+def _stacks_frames(shape: tuple, slots: int) -> bool:
+    """(K, H, W) observations with K >= 2 are stored frame by frame (a ring of more than K slots)."""
+    return len(shape) >= 3 and shape[0] >= 2 and slots > shape[0]
+
+
+def transition_bytes(observation_space: Any, action_space: Any, memory_efficient: Optional[bool] = None, slots: int = 10**9) -> int:
+    """Bytes one stored transition takes (observations, action, reward, termination, bookkeeping),
+    not counting the side stores (whole observations at episode boundaries)."""
     if memory_efficient is None:
         memory_efficient = _is_image(observation_space)
-    obs = int(np.prod(observation_space.shape)) * np.dtype(observation_space.dtype).itemsize
+    shape = tuple(observation_space.shape)
+    obs = int(np.prod(shape)) * np.dtype(observation_space.dtype).itemsize
     act = int(np.prod(action_space.shape)) * np.dtype(action_space.dtype).itemsize
-    return obs * (1 if memory_efficient else 2) + act + 4 + 1 + (8 if memory_efficient else 0)
+    common = act + 4 + 1
+    if not memory_efficient:
+        return 2 * obs + common
+    if _stacks_frames(shape, slots):
+        return obs // shape[0] + 2 + 8 + 8 + common  # newest frame, chain, chain_key, next_index
+    return obs + 8 + common
 
 
 def _physical_memory() -> Optional[int]:
@@ -114,7 +132,7 @@ def check_replay_buffer(
         )
     if observation_space is None or action_space is None:
         return
-    need = (buffer_size // num_envs) * num_envs * transition_bytes(observation_space, action_space)
+    need = (buffer_size // num_envs) * num_envs * transition_bytes(observation_space, action_space, slots=buffer_size // num_envs)
     total, free = _physical_memory(), _available_memory()
     if total is not None and need > total:
         raise UsageError(
@@ -126,6 +144,34 @@ def check_replay_buffer(
             f"the replay buffer will need {need / 1e9:.1f} GB once full but only {free / 1e9:.1f} GB are free now",
             stacklevel=2,
         )
+
+
+class _ObsPool:
+    """A growable store of whole observations with a free list (indices stay valid until released)."""
+
+    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+        self.data = np.zeros((0,) + shape, dtype=dtype)
+        self.free: list[int] = []
+
+    def put(self, obs: np.ndarray) -> int:
+        if not self.free:
+            old = len(self.data)
+            new = max(4, 2 * old)
+            grown = np.zeros((new,) + self.shape, dtype=self.dtype)
+            grown[:old] = self.data
+            self.data = grown
+            self.free = list(range(new - 1, old - 1, -1))  # pop() hands out the lowest index first
+        k = self.free.pop()
+        self.data[k] = obs
+        return k
+
+    def release(self, indices: np.ndarray) -> None:
+        self.free.extend(int(k) for k in indices if k >= 0)
+
+    def __len__(self) -> int:
+        """Entries in use."""
+        return len(self.data) - len(self.free)
 
 
 class ReplayBuffer:
@@ -155,22 +201,36 @@ class ReplayBuffer:
         self.action_shape = tuple(action_space.shape)
         self.action_dtype = np.dtype(action_space.dtype)
         self.memory_efficient = _is_image(observation_space) if memory_efficient is None else bool(memory_efficient)
+        self.frame_stacked = self.memory_efficient and _stacks_frames(self.obs_shape, self.slots)
         self.save_contents = save_contents
 
-        self.observations = np.zeros((self.slots, num_envs) + self.obs_shape, dtype=self.obs_dtype)
-        self.actions = np.zeros((self.slots, num_envs) + self.action_shape, dtype=self.action_dtype)
-        self.rewards = np.zeros((self.slots, num_envs), dtype=np.float32)
-        self.terminations = np.zeros((self.slots, num_envs), dtype=bool)
-        if self.memory_efficient:
-            self.next_observations = None
-            # -1: the next observation is slot+1's observation (or `pending` for the newest slot);
-            # k >= 0: it is side_obs[k] (the episode ended, or the next add did not continue from it).
-            self.next_index = np.full((self.slots, num_envs), -1, dtype=np.int64)
-            self.pending = np.zeros((num_envs,) + self.obs_shape, dtype=self.obs_dtype)
-            self.side_obs = np.zeros((0,) + self.obs_shape, dtype=self.obs_dtype)
-            self._side_free: list[int] = []
-        else:
+        shape = (self.slots, num_envs)
+        self.actions = np.zeros(shape + self.action_shape, dtype=self.action_dtype)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.terminations = np.zeros(shape, dtype=bool)
+        self.observations = self.next_observations = self.frames = None
+        if not self.memory_efficient:
+            self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
             self.next_observations = np.zeros_like(self.observations)
+        else:
+            # next_index -1: the next observation is slot+1's observation (`pending` for the newest
+            # slot); k >= 0: it is side[k] (the episode ended, or the next add did not continue from it).
+            self.next_index = np.full(shape, -1, dtype=np.int64)
+            self.pending = np.zeros((num_envs,) + self.obs_shape, dtype=self.obs_dtype)
+            self.side = _ObsPool(self.obs_shape, self.obs_dtype)
+            if not self.frame_stacked:
+                self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
+            else:
+                # Frame stacks (K, H, W) share K-1 frames with the previous step's, so each slot keeps
+                # only its newest frame. `chain` counts how many of an observation's older frames are
+                # the newest frames of the slots before it (capped at K-1); the rest come from the
+                # whole observation that started the chain, kept in `keyframes` (after a reset, or
+                # whenever an observation does not continue the previous one).
+                self.frames = np.zeros(shape + self.obs_shape[1:], dtype=self.obs_dtype)
+                self.chain = np.zeros(shape, dtype=np.int16)
+                self.chain_key = np.full(shape, -1, dtype=np.int64)
+                self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
+                self.last_obs = np.zeros((num_envs,) + self.obs_shape, dtype=self.obs_dtype)
         self.pos, self.full = 0, False
 
     # ------------------------------------------------------------------ size
@@ -182,33 +242,24 @@ class ReplayBuffer:
     def _filled(self) -> int:
         return self.slots if self.full else self.pos
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Every array the buffer holds, by name."""
+        arrays = {"actions": self.actions, "rewards": self.rewards, "terminations": self.terminations}
+        if not self.memory_efficient:
+            arrays.update(observations=self.observations, next_observations=self.next_observations)
+            return arrays
+        arrays.update(next_index=self.next_index, pending=self.pending, side=self.side.data)
+        if self.frame_stacked:
+            arrays.update(frames=self.frames, chain=self.chain, chain_key=self.chain_key,
+                          keyframes=self.keyframes.data, last_obs=self.last_obs)
+        else:
+            arrays["observations"] = self.observations
+        return arrays
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffer's arrays (allocated, whether filled or not)."""
-        arrays = [self.observations, self.actions, self.rewards, self.terminations]
-        if self.memory_efficient:
-            arrays += [self.next_index, self.pending, self.side_obs]
-        else:
-            arrays.append(self.next_observations)
-        return int(sum(a.nbytes for a in arrays))
-
-    # ------------------------------------------------------------------ side store (memory-efficient mode)
-    def _side_put(self, obs: np.ndarray) -> int:
-        if not self._side_free:
-            old = len(self.side_obs)
-            new = max(16, 2 * old)
-            grown = np.zeros((new,) + self.obs_shape, dtype=self.obs_dtype)
-            grown[:old] = self.side_obs
-            self.side_obs = grown
-            self._side_free = list(range(new - 1, old - 1, -1))  # pop() hands out the lowest index first
-        k = self._side_free.pop()
-        self.side_obs[k] = obs
-        return k
-
-    def _side_release(self, slot: int) -> None:
-        for k in self.next_index[slot][self.next_index[slot] >= 0]:
-            self._side_free.append(int(k))
-        self.next_index[slot] = -1
+        return int(sum(a.nbytes for a in self._arrays().values()))
 
     # ------------------------------------------------------------------ add / sample
     def add(
@@ -232,24 +283,58 @@ class ReplayBuffer:
         terminations = np.asarray(terminations, dtype=bool).reshape(self.num_envs)
         truncations = np.asarray(truncations, dtype=bool).reshape(self.num_envs)
         p = self.pos
-        if self.memory_efficient:
+        if not self.memory_efficient:
+            self.observations[p] = obs
+            self.next_observations[p] = next_obs
+        else:
+            newest = (p - 1) % self.slots
             if len(self):
-                newest = (p - 1) % self.slots
                 for e in np.flatnonzero(self.next_index[newest] < 0):
                     if not np.array_equal(obs[e], self.pending[e]):
-                        self.next_index[newest, e] = self._side_put(self.pending[e])
-            self._side_release(p)  # slot p is overwritten now
+                        self.next_index[newest, e] = self.side.put(self.pending[e])
+            # slot p is overwritten now: release what only it referenced
+            self.side.release(self.next_index[p])
+            self.next_index[p] = -1
             for e in np.flatnonzero(terminations | truncations):
-                self.next_index[p, e] = self._side_put(next_obs[e])
+                self.next_index[p, e] = self.side.put(next_obs[e])
             self.pending[:] = next_obs
-        else:
-            self.next_observations[p] = next_obs
-        self.observations[p] = obs
+            if not self.frame_stacked:
+                self.observations[p] = obs
+            else:
+                # a chain's keyframe belongs to its first slot; the slots after it that still use it
+                # are the oldest ones once that slot is overwritten, and sample() skips them
+                self.keyframes.release(self.chain_key[p][self.chain[p] == 0])
+                last = self.obs_shape[0] - 1
+                for e in range(self.num_envs):
+                    if len(self) and np.array_equal(obs[e][:-1], self.last_obs[e][1:]):
+                        self.chain[p, e] = min(int(self.chain[newest, e]) + 1, last)
+                        self.chain_key[p, e] = self.chain_key[newest, e] if self.chain[p, e] < last else -1
+                    else:
+                        self.chain[p, e] = 0
+                        self.chain_key[p, e] = self.keyframes.put(obs[e])
+                self.frames[p] = obs[:, -1]
+                self.last_obs[:] = obs
         self.actions[p] = np.asarray(actions).reshape((self.num_envs,) + self.action_shape)
         self.rewards[p] = np.asarray(rewards).reshape(self.num_envs)
         self.terminations[p] = terminations
         self.pos = (p + 1) % self.slots
         self.full = self.full or self.pos == 0
+
+    def _stacked(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
+        """Rebuild the observations of (slot, env) pairs from the stored frames and keyframes."""
+        k_frames = self.obs_shape[0]
+        out = np.empty((len(slot),) + self.obs_shape, dtype=self.obs_dtype)
+        chain, key = self.chain[slot, env], self.chain_key[slot, env]
+        for k in range(k_frames):
+            back = k_frames - 1 - k  # frame k is the newest frame of the slot `back` steps earlier ...
+            out[:, k] = self.frames[(slot - back) % self.slots, env]
+            older = back > chain  # ... unless that is before the chain started: then the keyframe has it
+            if older.any():
+                out[older, k] = self.keyframes.data[key[older], k + chain[older]]
+        return out
+
+    def _observations(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
+        return self._stacked(slot, env) if self.frame_stacked else self.observations[slot, env]
 
     def sample(self, batch_size: int) -> ReplayBufferSamples:
         """A batch drawn uniformly (with replacement) with the global numpy RNG, as torch tensors on `device`."""
@@ -257,16 +342,24 @@ class ReplayBuffer:
 
         if len(self) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        slot = np.random.randint(0, self._filled, size=batch_size)
+        if self.frame_stacked and self.full:
+            # the K-1 oldest slots may need frames that were just overwritten: skip them
+            skip = self.obs_shape[0] - 1
+            slot = (self.pos + skip + np.random.randint(0, self.slots - skip, size=batch_size)) % self.slots
+        else:
+            slot = np.random.randint(0, self._filled, size=batch_size)
         env = np.random.randint(0, self.num_envs, size=batch_size)
-        obs = self.observations[slot, env]
+        obs = self._observations(slot, env)
         if self.memory_efficient:
-            next_obs = self.observations[(slot + 1) % self.slots, env]
             k = self.next_index[slot, env]
             side = k >= 0
-            if side.any():
-                next_obs[side] = self.side_obs[k[side]]
             newest = ~side & (slot == (self.pos - 1) % self.slots)
+            follows = ~side & ~newest
+            next_obs = np.empty_like(obs)
+            if follows.any():
+                next_obs[follows] = self._observations((slot[follows] + 1) % self.slots, env[follows])
+            if side.any():
+                next_obs[side] = self.side.data[k[side]]
             if newest.any():
                 next_obs[newest] = self.pending[env[newest]]
         else:
@@ -289,6 +382,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "num_envs": self.num_envs,
             "memory_efficient": self.memory_efficient,
+            "frame_stacked": self.frame_stacked,
             "obs_shape": list(self.obs_shape),
             "obs_dtype": self.obs_dtype.str,
             "action_shape": list(self.action_shape),
@@ -306,21 +400,12 @@ class ReplayBuffer:
         if not self.save_contents:
             return state
         n = self._filled
-        arrays = {
-            "observations": self.observations[:n],
-            "actions": self.actions[:n],
-            "rewards": self.rewards[:n],
-            "terminations": self.terminations[:n],
-        }
+        per_env = ("pending", "side", "keyframes", "last_obs")  # not indexed by slot
+        arrays = {name: a if name in per_env else a[:n] for name, a in self._arrays().items()}
         if self.memory_efficient:
-            arrays.update(
-                next_index=self.next_index[:n],
-                pending=self.pending,
-                side_obs=self.side_obs,
-                side_free=np.array(self._side_free, dtype=np.int64),
-            )
-        else:
-            arrays["next_observations"] = self.next_observations[:n]
+            arrays["side_free"] = np.array(self.side.free, dtype=np.int64)
+            if self.frame_stacked:
+                arrays["keyframes_free"] = np.array(self.keyframes.free, dtype=np.int64)
         state.update({name: torch.from_numpy(a) for name, a in arrays.items()})
         state.update(pos=self.pos, full=self.full)
         return state
@@ -328,15 +413,17 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict()` saved; a buffer saved without contents leaves this one empty."""
         layout = self._layout()
-        saved_layout = {k: state.get(k) for k in layout}
+        saved_layout = {k: state.get(k, False if k == "frame_stacked" else None) for k in layout}  # key added later
         if saved_layout != layout:
             diff = ", ".join(f"{k}: saved {saved_layout[k]!r}, now {layout[k]!r}" for k in layout if saved_layout[k] != layout[k])
             raise ValueError(f"the saved replay buffer does not fit this one ({diff})")
         self.pos, self.full = 0, False
         if self.memory_efficient:
             self.next_index[:] = -1
-            self.side_obs = np.zeros((0,) + self.obs_shape, dtype=self.obs_dtype)
-            self._side_free = []
+            self.side = _ObsPool(self.obs_shape, self.obs_dtype)
+            if self.frame_stacked:
+                self.chain_key[:] = -1
+                self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
         if not state["contents_saved"]:
             print(
                 "note: the checkpoint holds no replay buffer (it was saved with --no-save-buffer); "
@@ -344,16 +431,14 @@ class ReplayBuffer:
                 flush=True,
             )
             return
-        n = state["observations"].shape[0]
-        self.observations[:n] = state["observations"].numpy()
-        self.actions[:n] = state["actions"].numpy()
-        self.rewards[:n] = state["rewards"].numpy()
-        self.terminations[:n] = state["terminations"].numpy()
+        for name, array in self._arrays().items():
+            if name in ("side", "keyframes"):
+                continue
+            saved = state[name].numpy()
+            array[: len(saved)] = saved
         if self.memory_efficient:
-            self.next_index[:n] = state["next_index"].numpy()
-            self.pending[:] = state["pending"].numpy()
-            self.side_obs = state["side_obs"].numpy().copy()
-            self._side_free = [int(k) for k in state["side_free"].numpy()]
-        else:
-            self.next_observations[:n] = state["next_observations"].numpy()
+            self.side.data, self.side.free = state["side"].numpy().copy(), state["side_free"].tolist()
+            if self.frame_stacked:
+                self.keyframes.data = state["keyframes"].numpy().copy()
+                self.keyframes.free = state["keyframes_free"].tolist()
         self.pos, self.full = int(state["pos"]), bool(state["full"])

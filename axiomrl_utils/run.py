@@ -495,8 +495,6 @@ class Run:
 
     def _write_metadata(self) -> None:
         wall = self._wall_time()
-        steps_this_session = self.global_step - self._session_start_step
-        session = time.monotonic() - self._session_start
         self.metadata.update(
             {
                 "total_steps": self.global_step,
@@ -511,7 +509,7 @@ class Run:
                     "eval_return_last": self._eval_last,
                     "eval_return_best": self._eval_best[0] if self._eval_best else None,
                     "eval_step_best": self._eval_best[1] if self._eval_best else None,
-                    "sps": self.global_step / wall if wall > 0 and self.global_step else (steps_this_session / session if session > 0 else None),
+                    "sps": self.global_step / wall if self.global_step and wall > 0 else None,
                 },
             }
         )

@@ -88,12 +88,22 @@ def command(algo: str, extra: list[str]) -> list[str]:
             str(REPO / "axiomrl" / f"{algo}.py"), "--no-progress", *extra]
 
 
+def others_running(own: list) -> int:
+    """Runs under benchmark/runs/ still being trained by a process this launcher did not start."""
+    own_pids = {proc.pid for proc, _, _ in own}
+    return sum(
+        1 for root in (RUNS, SPS_RUNS) for m in runs_in(root)
+        if m["status"] == "running" and pid_alive(m) and m["pid"] not in own_pids
+    )
+
+
 def launch(jobs: list[tuple[str, list[str]]], workers: int, log_dir: Path) -> None:
-    """Run the (name, command) jobs, `workers` at a time, each logging to log_dir/<time>_<name>.log."""
+    """Run the (name, command) jobs, `workers` at a time counting runs another launcher left going,
+    each logging to log_dir/<time>_<name>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     pending, running = list(jobs), []
     while pending or running:
-        while pending and len(running) < workers:
+        while pending and len(running) + others_running(running) < workers:
             name, cmd = pending.pop(0)
             log = open(log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{name}.log", "w")
             print("launch:", name, flush=True)
@@ -126,26 +136,50 @@ def returns_table(seeds: list[int], total: int) -> tuple[str, bool]:
                 sps.append(meta["summary"]["sps"])
             complete &= len(values) == len(seeds)
             mean, std = PUBLISHED[(algo, env_id)]
-            ours = f"{np.mean(values):.2f} ± {np.std(values):.2f}" if values else "—"
+            ours = f"{np.mean(values):.2f}" + (f" ± {np.std(values):.2f}" if len(values) > 1 else "") if values else "—"
             if values and len(values) < len(seeds):
-                ours += f" (only {len(values)} seeds)"
+                ours += f" ({len(values)} of {len(seeds)} seeds)"
             per_seed = ", ".join(f"{v:.1f}" for v in values)
             timing = f"{np.mean(minutes):.1f} ({np.mean(sps):.0f})" if values else "—"
             lines.append(f"| {env_id} | {algo}.py | {ours} | {mean:.2f} ± {std:.2f} | {per_seed} | {timing} |")
     return "\n".join(lines), complete
 
 
+def phase_sps(run_dir: Path, start: int, end: int) -> float | None:
+    """Steps per wall-clock second between the metrics lines nearest to `start` and `end`."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if start <= r["global_step"] <= end]
+    if len(rows) < 2 or rows[-1]["wall_time"] <= rows[0]["wall_time"]:
+        return None
+    return (rows[-1]["global_step"] - rows[0]["global_step"]) / (rows[-1]["wall_time"] - rows[0]["wall_time"])
+
+
 def sps_table() -> str:
+    """SPS of the Atari runs over the whole run (to the last metrics line, before the final
+    checkpoint), and for dqn_atari separately before and after learning starts."""
     runs = runs_in(SPS_RUNS)
-    lines = ["| script | env | steps | SPS | settings |", "|---|---|---|---|---|"]
+    lines = [
+        "| script | env | steps | SPS (whole run) | SPS acting only | SPS while training | settings (besides the defaults) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for algo, extra in SPS_COMMANDS.items():
-        done = [m for m in runs if m["algo"] == algo and m["status"] == "finished" and m["total_steps"] == SPS_STEPS]
+        done = [m for m in runs if m["algo"] == algo and m["status"] == "finished"]
+        settings = " ".join(extra[2:]) or "none"
         if not done:
-            lines.append(f"| {algo}.py | {extra[1]} | {SPS_STEPS:,} | — | not measured yet |")
+            lines.append(f"| {algo}.py | {extra[1]} | {SPS_STEPS:,} | — | — | — | not measured yet |")
             continue
         meta = done[-1]
-        settings = " ".join(extra[2:]) or "defaults"
-        lines.append(f"| {algo}.py | {meta['env_id']} | {SPS_STEPS:,} | {meta['summary']['sps']:.0f} | {settings} |")
+        sps = meta["latest_metrics"].get("charts/SPS") or meta["summary"]["sps"]
+        acting = training = "—"
+        if "--learning-starts" in extra:
+            starts = int(extra[extra.index("--learning-starts") + 1])
+            before, after = phase_sps(meta["_dir"], 0, starts), phase_sps(meta["_dir"], starts, meta["total_steps"])
+            acting, training = (f"{v:.0f}" if v else "—" for v in (before, after))
+        else:
+            training = f"{sps:.0f}"
+        lines.append(
+            f"| {algo}.py | {meta['env_id']} | {meta['total_steps']:,} | {sps:.0f} | {acting} | {training} | {settings} |"
+        )
     return "\n".join(lines)
 
 

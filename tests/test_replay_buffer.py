@@ -40,8 +40,8 @@ class StackedEpisodes:
         return frame
 
     def _reset(self) -> np.ndarray:
-        frame = self._frame()
-        return np.stack([frame] * 4)
+        # four distinct frames (gymnasium pads with copies of the first; distinct ones test more)
+        return np.stack([self._frame() for _ in range(4)])
 
     def step(self):
         obs = self.obs.copy()
@@ -85,7 +85,10 @@ def test_samples_are_the_added_transitions(memory_efficient: bool, num_envs: int
         assert len(rb) == min(step + 1, 60 // num_envs) * num_envs
         if step % 7 == 0:
             check_samples(rb, world, 64)
-    assert check_samples(rb, world, 2000) == len(rb)  # each stored transition is reachable, the newest included
+    # every stored transition is reachable, the newest included; frame-stacked storage skips the
+    # K-1 oldest slots of a full ring (their older frames were just overwritten)
+    skipped = 3 * num_envs if rb.frame_stacked and rb.full else 0
+    assert check_samples(rb, world, 2000) == len(rb) - skipped
 
 
 def test_sample_types_and_shapes() -> None:
@@ -129,7 +132,9 @@ def test_truncation_keeps_the_final_observation_and_bootstraps() -> None:
             assert not np.array_equal(data.next_observations[i].numpy(), reset_obs[0])
 
 
-def test_memory_efficient_stores_each_observation_once() -> None:
+def test_frame_stacks_store_each_frame_once() -> None:
+    """Atari-like frame stacks: one frame per transition, plus whole observations only where an
+    episode starts (keyframes) or ends (final observations)."""
     world = StackedEpisodes(2, end_prob=0.05)
     compact = ReplayBuffer(1000, IMAGE, DISCRETE, num_envs=2)
     plain = ReplayBuffer(1000, IMAGE, DISCRETE, num_envs=2, memory_efficient=False)
@@ -139,22 +144,60 @@ def test_memory_efficient_stores_each_observation_once() -> None:
         compact.add(*step)
         plain.add(*step)
         ends += int((step[4] | step[5]).sum())
-    assert compact.next_observations is None
-    # one observation array; the side store holds exactly the final observations of ended episodes
-    referenced = int((compact.next_index >= 0).sum())
-    assert referenced == ends > 0
-    assert len(compact.side_obs) - len(compact._side_free) == ends
-    obs_bytes = plain.observations.nbytes
-    assert plain.nbytes - compact.nbytes > 0.9 * obs_bytes - compact.side_obs.nbytes - compact.next_index.nbytes
+    assert compact.frame_stacked and compact.observations is None and compact.next_observations is None
+    assert compact.frames.shape == (500, 2, 6, 6)
+    assert int((compact.next_index >= 0).sum()) == len(compact.side) == ends > 0
+    assert len(compact.keyframes) == ends + 2  # the first observation of every episode
+    assert int((compact.chain[:400] == 0).sum()) == ends + 2
+    frame_bytes = 400 * 2 * 6 * 6
+    assert compact.state_dict()["frames"].numpy().nbytes == frame_bytes  # 1/8 of obs + next_obs
+    assert plain.state_dict()["observations"].numpy().nbytes == 4 * frame_bytes
 
 
-def test_side_store_is_recycled_when_slots_are_overwritten() -> None:
+def test_image_without_frame_stack_stores_each_observation_once() -> None:
+    """2-D uint8 images (no stack axis): the observation-level memory-efficient mode."""
+    space = gym.spaces.Box(0, 255, (6, 6), np.uint8)
+    rb = ReplayBuffer(100, space, DISCRETE)
+    assert rb.memory_efficient and not rb.frame_stacked and rb.next_observations is None
+    rng = np.random.default_rng(0)
+    log = {}
+    obs = rng.integers(0, 256, (1, 6, 6), dtype=np.uint8)
+    for _ in range(250):
+        nxt = rng.integers(0, 256, (1, 6, 6), dtype=np.uint8)
+        end = rng.random() < 0.1
+        log[obs.tobytes()] = nxt.copy()
+        rb.add(obs, nxt, [1], [0.0], [end], [False])
+        obs = rng.integers(0, 256, (1, 6, 6), dtype=np.uint8) if end else nxt
+    data = rb.sample(500)
+    for o, n in zip(data.observations.numpy(), data.next_observations.numpy()):
+        assert np.array_equal(log[o[None].tobytes()], n[None])
+
+
+def test_stacks_that_do_not_continue_are_stored_whole() -> None:
+    """3-D uint8 observations that are not shifted frame stacks still come back exactly."""
+    rb = ReplayBuffer(40, IMAGE, DISCRETE)
+    rng = np.random.default_rng(0)
+    log = {}
+    obs = rng.integers(0, 256, (1,) + IMAGE.shape, dtype=np.uint8)
+    for _ in range(100):
+        nxt = rng.integers(0, 256, (1,) + IMAGE.shape, dtype=np.uint8)
+        log[obs.tobytes()] = nxt.copy()
+        rb.add(obs, nxt, [0], [0.0], [False], [False])
+        obs = nxt
+    assert (rb.chain == 0).all() and len(rb.keyframes) <= 40
+    data = rb.sample(300)
+    for o, n in zip(data.observations.numpy(), data.next_observations.numpy()):
+        assert np.array_equal(log[o[None].tobytes()], n[None])
+
+
+def test_side_stores_are_recycled_when_slots_are_overwritten() -> None:
     world = StackedEpisodes(1, end_prob=0.2)
     rb = ReplayBuffer(50, IMAGE, DISCRETE)
     for _ in range(2000):
         rb.add(*world.step())
-        assert len(rb.side_obs) - len(rb._side_free) == int((rb.next_index >= 0).sum()) <= 50
-    assert len(rb.side_obs) <= 64  # bounded by the slots, not by the episodes seen
+        assert len(rb.side) == int((rb.next_index >= 0).sum()) <= 50
+        assert len(rb.keyframes) == int((rb.chain[: rb._filled] == 0).sum()) <= 50
+    assert len(rb.side.data) <= 64 and len(rb.keyframes.data) <= 64  # bounded by the slots, not the episodes
 
 
 def test_discontinuity_keeps_the_real_next_observation() -> None:
@@ -236,8 +279,12 @@ def test_state_dict_shares_memory_and_saves_only_filled_slots() -> None:
     for _ in range(10):
         rb.add(*world.step())
     state = rb.state_dict()
-    assert state["observations"].shape[0] == 10
-    assert np.shares_memory(state["observations"].numpy(), rb.observations)
+    assert state["frames"].shape[0] == 10
+    assert np.shares_memory(state["frames"].numpy(), rb.frames)
+    plain = ReplayBuffer(1000, VECTOR, DISCRETE)
+    plain.add(np.zeros((1, 3)), np.ones((1, 3)), [1], [1.0], [False], [False])
+    assert plain.state_dict()["observations"].shape[0] == 1
+    assert np.shares_memory(plain.state_dict()["observations"].numpy(), plain.observations)
 
 
 def test_checkpoint_records_the_buffer_size(tmp_path: Path) -> None:
@@ -247,7 +294,7 @@ def test_checkpoint_records_the_buffer_size(tmp_path: Path) -> None:
     for _ in range(3000):
         rb.add(*world.step())
     payload, resume_state = ckpt.build_payload({"rb": rb, "global_step": 3000}, None, {"global_step": 3000})
-    expected = 3000 * (4 * 6 * 6 + 8 + 4 + 1 + 8)  # obs, action, reward, termination, next_index
+    expected = 3000 * (6 * 6 + 8 + 4 + 1 + 8 + 2 + 8)  # frame, action, reward, termination, next_index, chain, chain_key
     assert resume_state["modules"]["rb"] >= expected
     size = ckpt.save_atomic(payload, tmp_path / "step_3000.pt")
     assert size >= expected
@@ -283,7 +330,7 @@ def test_loading_into_a_different_buffer_is_refused() -> None:
         (dict(buffer_size=2, batch_size=1, num_envs=4), "--buffer-size 2 is smaller than --num-envs 4"),
         (dict(buffer_size=0, batch_size=1), "must be positive"),
         (dict(buffer_size=10**9, batch_size=32, observation_space=gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
-              action_space=DISCRETE), "a replay buffer of 1,000,000,000 transitions needs 28245.0 GB but this machine has"),
+              action_space=DISCRETE), "a replay buffer of 1,000,000,000 transitions needs 7087.0 GB but this machine has"),
     ],
 )
 def test_bad_buffer_arguments(kwargs: dict, message: str) -> None:

@@ -1,0 +1,275 @@
+# TD3 for continuous actions; docs: docs/algorithms.md#td3_continuous_actionpy
+# Defaults equal CleanRL's td3_continuous_action.py
+# (github.com/vwxyzjn/cleanrl/blob/master/cleanrl/td3_continuous_action.py), so its published MuJoCo
+# returns compare. Deliberate differences, for gymnasium 1.x correctness and the run contract:
+# - vector envs autoreset in the SAME step an episode ends; the replay buffer stores the true final
+#   observation of every ended episode, and only terminations stop the bootstrap;
+# - random actions before learning_starts come from the global numpy RNG (saved in checkpoints),
+#   so a resumed run draws exactly what an uninterrupted one would;
+# - target actions are clipped to each dimension's own bounds (CleanRL uses the first dimension's),
+#   and each env draws its own exploration noise (CleanRL shares one draw across envs);
+# - the default env is Hopper-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
+# - with several envs, one update per vector step, and policy/target updates counted in updates.
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+
+from axiomrl_utils import UsageError
+from axiomrl_utils.args import RunArgs, parse_args
+from axiomrl_utils.envs import require_env, require_positive
+from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
+from axiomrl_utils.reproducibility import seed_everything, select_device
+from axiomrl_utils.run import start_run
+
+LOG_EVERY = 100  # environment steps between metrics.jsonl lines, as CleanRL
+
+
+@dataclass
+class Args(RunArgs):
+    env_id: str = "Hopper-v5"
+    """the id of the environment (MuJoCo ids need `pip install 'axiomrl[mujoco]'`)"""
+    total_timesteps: int = 1000000
+    """total timesteps of the experiments"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    buffer_size: int = int(1e6)
+    """the replay memory buffer size"""
+    save_buffer: bool = True
+    """if toggled, checkpoints include the replay buffer (exact resume; large files). --no-save-buffer: a resume refills it"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient (default: 0.005)"""
+    batch_size: int = 256
+    """the batch size of sample from the reply memory"""
+    policy_noise: float = 0.2
+    """the scale of policy noise"""
+    exploration_noise: float = 0.1
+    """the scale of exploration noise"""
+    learning_starts: int = 25000
+    """timestep to start learning"""
+    policy_frequency: int = 2
+    """the frequency of training policy (delayed)"""
+    noise_clip: float = 0.5
+    """noise clip parameter of the Target Policy Smoothing Regularization"""
+
+
+def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
+    def thunk() -> gym.Env:
+        return gym.make(args.env_id, render_mode=render_mode)
+
+    return thunk
+
+
+# ALGO LOGIC: initialize agent here:
+class QNetwork(nn.Module):
+    def __init__(self, env: gym.vector.VectorEnv):
+        super().__init__()
+        self.fc1 = nn.Linear(
+            int(np.prod(env.single_observation_space.shape)) + int(np.prod(env.single_action_space.shape)),
+            256,
+        )
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, a], 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = self.fc3(x)
+        return x
+
+
+class Actor(nn.Module):
+    def __init__(self, env: gym.vector.VectorEnv):
+        super().__init__()
+        self.fc1 = nn.Linear(int(np.prod(env.single_observation_space.shape)), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, int(np.prod(env.single_action_space.shape)))
+        # action rescaling
+        self.register_buffer(
+            "action_scale",
+            torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32),
+        )
+        self.register_buffer(
+            "action_bias",
+            torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = torch.tanh(self.fc_mu(x))
+        return x * self.action_scale + self.action_bias
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic policy for evaluation and export: the actor's output, within the action bounds."""
+        return self(x)
+
+
+def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deterministic policy stored in a checkpoint (used by `axiomrl eval` and `axiomrl export`)."""
+    actor = Actor(envs)
+    actor.load_state_dict(checkpoint["actor"])
+    return actor.eval().act
+
+
+def main(args: Args) -> None:
+    require_positive(args, "total_timesteps", "num_envs", "learning_rate", "policy_frequency")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be 0 or positive (got {args.learning_starts})")
+    if not 0 < args.tau <= 1:
+        raise UsageError(f"--tau must be in (0, 1] (got {args.tau}); pass a soft-update rate such as 0.005")
+    if not 0 <= args.gamma <= 1:
+        raise UsageError(f"--gamma must be in [0, 1] (got {args.gamma}); pass a discount such as 0.99")
+    for name in ("policy_noise", "exploration_noise", "noise_clip"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or positive (got {getattr(args, name)})")
+    observation_space, action_space = require_env(args.env_id, "td3_continuous_action.py", action_space="continuous")
+    # the buffer stores float32 observations (MuJoCo's are float64): what the networks take
+    obs_space = gym.spaces.Box(-np.inf, np.inf, observation_space.shape, np.float32)
+    check_replay_buffer(args.buffer_size, args.batch_size, args.num_envs, obs_space, action_space)
+
+    with start_run(args, __file__) as run:
+        # seeding
+        seed_everything(args.seed, args.torch_deterministic)
+        device = select_device(args.cuda)
+
+        # env setup
+        envs = gym.vector.SyncVectorEnv(
+            [make_env(args, i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+        action_low, action_high = envs.single_action_space.low, envs.single_action_space.high
+
+        actor = Actor(envs).to(device)
+        qf1 = QNetwork(envs).to(device)
+        qf2 = QNetwork(envs).to(device)
+        qf1_target = QNetwork(envs).to(device)
+        qf2_target = QNetwork(envs).to(device)
+        target_actor = Actor(envs).to(device)
+        target_actor.load_state_dict(actor.state_dict())
+        qf1_target.load_state_dict(qf1.state_dict())
+        qf2_target.load_state_dict(qf2.state_dict())
+        q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+        actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.learning_rate)
+        target_low = torch.as_tensor(action_low, dtype=torch.float32, device=device)
+        target_high = torch.as_tensor(action_high, dtype=torch.float32, device=device)
+
+        rb = ReplayBuffer(
+            args.buffer_size, obs_space, envs.single_action_space,
+            num_envs=args.num_envs, device=device, save_contents=args.save_buffer,
+        )
+
+        # start the game, or continue it from the checkpoint (--resume)
+        start_step, metrics = 0, {}
+        obs, _ = envs.reset(seed=args.seed)
+        if args.resume:
+            saved = run.restore(
+                actor=actor, qf1=qf1, qf2=qf2, target_actor=target_actor, qf1_target=qf1_target, qf2_target=qf2_target,
+                q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs,
+            )
+            start_step, metrics = saved["global_step"], saved["metrics"]
+            obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
+
+        # `step`: env steps done before this one (CleanRL's global_step); global_step: after it
+        for step in range(start_step, args.total_timesteps - args.num_envs + 1, args.num_envs):
+            # ALGO LOGIC: put action logic here
+            if step < args.learning_starts:
+                actions = np.random.uniform(action_low, action_high, (args.num_envs,) + action_low.shape).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    actions = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                    actions += torch.normal(0.0, (actor.action_scale * args.exploration_noise).expand_as(actions))
+                    actions = actions.cpu().numpy().clip(action_low, action_high)
+
+            # execute the game and log data.
+            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            global_step = step + args.num_envs
+            run.log_episodes(global_step, infos)
+
+            # save data to the replay buffer: the true final observation of an ended episode
+            real_next_obs = next_obs.copy()
+            if "_final_obs" in infos:
+                for idx in np.flatnonzero(infos["_final_obs"]):
+                    real_next_obs[idx] = infos["final_obs"][idx]
+            rb.add(obs, real_next_obs, actions, rewards, terminations, truncations)
+
+            # CRUCIAL step easy to overlook
+            obs = next_obs
+
+            # ALGO LOGIC: training. (a resume with --no-save-buffer waits for one batch)
+            if step > args.learning_starts and len(rb) >= args.batch_size:
+                data = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    clipped_noise = (torch.randn_like(data.actions, device=device) * args.policy_noise).clamp(
+                        -args.noise_clip, args.noise_clip
+                    ) * target_actor.action_scale
+
+                    next_state_actions = (target_actor(data.next_observations) + clipped_noise).clamp(target_low, target_high)
+                    qf1_next_target = qf1_target(data.next_observations, next_state_actions)
+                    qf2_next_target = qf2_target(data.next_observations, next_state_actions)
+                    min_qf_next_target = torch.min(qf1_next_target, qf2_next_target)
+                    next_q_value = data.rewards.flatten() + (1 - data.terminations.flatten()) * args.gamma * (min_qf_next_target).view(-1)
+
+                qf1_a_values = qf1(data.observations, data.actions).view(-1)
+                qf2_a_values = qf2(data.observations, data.actions).view(-1)
+                qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+                qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+                qf_loss = qf1_loss + qf2_loss
+
+                # optimize the model
+                q_optimizer.zero_grad()
+                qf_loss.backward()
+                q_optimizer.step()
+
+                if (step // args.num_envs) % args.policy_frequency == 0:  # counted in updates
+                    actor_loss = -qf1(data.observations, actor(data.observations)).mean()
+                    actor_optimizer.zero_grad()
+                    actor_loss.backward()
+                    actor_optimizer.step()
+                    metrics["losses/actor_loss"] = actor_loss.item()
+
+                    # update the target network
+                    for param, target_param in zip(actor.parameters(), target_actor.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                    for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                    for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+
+                metrics.update({
+                    "losses/qf1_values": qf1_a_values.mean().item(),
+                    "losses/qf2_values": qf2_a_values.mean().item(),
+                    "losses/qf1_loss": qf1_loss.item(),
+                    "losses/qf2_loss": qf2_loss.item(),
+                    "losses/qf_loss": qf_loss.item() / 2.0,
+                })
+
+            # evaluation, logging, checkpoints (run management: see axiomrl_utils/run.py)
+            evaluated = run.due("eval", global_step)
+            if evaluated:
+                run.evaluate(global_step, actor.act, make_env)
+            if evaluated or global_step % LOG_EVERY < args.num_envs or global_step + args.num_envs > args.total_timesteps:
+                run.log_metrics(global_step, metrics)
+            if run.due("checkpoint", global_step):
+                run.save(
+                    global_step, actor=actor, qf1=qf1, qf2=qf2, target_actor=target_actor, qf1_target=qf1_target,
+                    qf2_target=qf2_target, q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs, metrics=metrics,
+                )
+            if run.stop_requested:
+                break
+
+        envs.close()
+
+
+if __name__ == "__main__":
+    main(parse_args(Args, __file__))

@@ -1,0 +1,131 @@
+"""Atari environments with the DeepMind preprocessing, shared by ppo_atari.py and dqn_atari.py.
+
+Built from gymnasium's own wrappers (AtariPreprocessing: no-op starts, frame skip 4 with max-pooling
+of the last two frames, 84x84 grayscale; FrameStackObservation: 4 frames; TransformReward: reward
+sign) plus the two gymnasium lacks, written here after Stable-Baselines3's atari_wrappers (which
+CleanRL's references use): EpisodicLifeEnv and FireResetEnv.
+
+ale-py and OpenCV come with the `atari` extra; `require_atari_env` checks both before a run starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from axiomrl_utils import UsageError
+
+
+def _register() -> None:
+    """Register ALE's games (UsageError naming the extra without ale-py), without its start-up banner."""
+    from axiomrl_utils.envs import register_atari
+
+    register_atari()
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # keeps a bad-input error to one line
+
+
+def require_atari_env(env_id: str, script: str) -> Any:
+    """Check that `env_id` is an ALE game this machine can run; return its (raw) spaces.
+
+    UsageError naming the `atari` extra when ale-py or OpenCV is missing, or naming the right
+    script when the id is not an Atari game.
+    """
+    from axiomrl_utils.envs import require_env
+
+    _register()
+    spaces = require_env(env_id, script, action_space="discrete")
+    if "ale_py" not in str(gym.spec(env_id).entry_point):
+        raise UsageError(
+            f"{script} trains on Atari games but {env_id} is not one; pass an id such as ALE/Pong-v5 or "
+            f"BreakoutNoFrameskip-v4, or use {script.replace('_atari', '')} for {env_id}"
+        )
+    if importlib.util.find_spec("cv2") is None:
+        raise UsageError("Atari preprocessing needs OpenCV; install it with `pip install 'axiomrl[atari]'`")
+    return spaces
+
+
+class EpisodicLifeEnv(gym.Wrapper):
+    """A lost life ends the episode for the learner; the game itself resets only on a real game over.
+
+    Tells the agent that losing a life is bad (DeepMind 2015), while `reset()` after a lost life
+    just steps on with a no-op, so the score and the remaining lives carry on.
+    """
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.lives = 0
+        self.was_real_done = True
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.was_real_done = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any):
+        if self.was_real_done:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            # a no-op step to move on from the lost life; it can itself end the game
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireResetEnv(gym.Wrapper):
+    """Press FIRE after a reset, for games that wait for it to start (Breakout, ...)."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        if len(meanings) < 3 or meanings[1] != "FIRE":
+            raise ValueError(f"FireResetEnv needs FIRE as action 1 (the game's actions are {meanings})")
+
+    def reset(self, **kwargs: Any):
+        self.env.reset(**kwargs)
+        obs, _, terminated, truncated, _ = self.env.step(1)
+        if terminated or truncated:
+            self.env.reset(**kwargs)
+        obs, _, terminated, truncated, _ = self.env.step(2)
+        if terminated or truncated:
+            obs, _ = self.env.reset(**kwargs)
+        return obs, {}
+
+
+def make_atari_env(env_id: str, evaluation: bool = False, render_mode: Optional[str] = None) -> Any:
+    """One Atari env with the preprocessing of CleanRL's ppo_atari.py / dqn_atari.py.
+
+    Observations: uint8 (4, 84, 84), the last 4 grayscale frames. Training envs (evaluation=False)
+    end an episode at each lost life and give the reward's sign (-1, 0, 1); evaluation envs keep the
+    same observations but play whole games and give the real score. Either way a per-env
+    RecordEpisodeStatistics sits inside the life and reward wrappers, so with a same-step-autoreset
+    vector env `infos["final_info"]["episode"]` holds the real score and the length (in agent steps,
+    4 frames each) of each finished game: log it with `run.log_episodes(step, infos["final_info"])`.
+
+    `ALE/*-v5` ids get `frameskip=1` (AtariPreprocessing does the skipping) and keep v5's sticky
+    actions (repeat probability 0.25); `*NoFrameskip-v4` ids, which CleanRL's published runs use,
+    have neither.
+    """
+    _register()
+    kwargs = {"frameskip": 1} if gym.spec(env_id).kwargs.get("frameskip", 1) != 1 else {}
+    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    env = gym.wrappers.RecordEpisodeStatistics(env)  # whole games, real score, length in agent steps
+    if not evaluation:
+        env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    if not evaluation:
+        env = gym.wrappers.TransformReward(env, np.sign)
+    env = gym.wrappers.FrameStackObservation(env, 4)
+    return env

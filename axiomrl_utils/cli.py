@@ -1,0 +1,107 @@
+"""The `axiomrl` command: report, leaderboard, plot, doctor, eval, export, pack, unpack.
+
+Each subcommand lives in its own module, imported only when that subcommand runs, so
+`axiomrl --version` and `axiomrl --help` import nothing heavy. Adding a subcommand is one entry in
+COMMANDS pointing at two functions of its module:
+
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int            # the exit status
+
+Bad input raises `axiomrl_utils.UsageError` (exit 1, one `error: ...` line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+from axiomrl_utils import __version__
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # imported only when this subcommand is chosen
+    help: str
+    add_arguments: str = "add_arguments"
+    run: str = "run"
+
+
+COMMANDS: dict[str, Command] = {
+    "report": Command(
+        "axiomrl_utils.report",
+        "one row per run: status, steps, returns, wall time, SPS, git commit, reproduce command",
+        "add_report_arguments",
+        "run_report",
+    ),
+    "leaderboard": Command(
+        "axiomrl_utils.report",
+        "one row per (algo, env): seeds, mean ± std, median, IQM with 95% bootstrap CI; "
+        "--reference makes it a regression check",
+        "add_leaderboard_arguments",
+        "run_leaderboard",
+    ),
+    "plot": Command("axiomrl_utils.plot", "learning curves per env (PNG, and HTML with plotly)"),
+    "doctor": Command("axiomrl_utils.doctor", "check that this machine can train: versions, extras, output dir"),
+    "eval": Command(
+        "axiomrl_utils.share",
+        "play a checkpoint's deterministic policy again; prints mean ± std return and length, "
+        "appends the episodes to the run's eval_episodes.jsonl (tag manual)",
+        "add_eval_arguments",
+        "run_eval",
+    ),
+    "export": Command(
+        "axiomrl_utils.share",
+        "write a checkpoint's policy as a standalone TorchScript or ONNX file (observation batch -> actions)",
+        "add_export_arguments",
+        "run_export",
+    ),
+    "pack": Command("axiomrl_utils.share", "zip a run directory to share it", "add_pack_arguments", "run_pack"),
+    "unpack": Command(
+        "axiomrl_utils.share", "unpack a zip written by `axiomrl pack` into a runs directory", "add_unpack_arguments", "run_unpack"
+    ),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only `command`'s module is imported to add its arguments."""
+    parser = argparse.ArgumentParser(
+        prog="axiomrl",
+        description="Inspect AxiomRL runs: reports, leaderboards, learning curves, environment checks; "
+        "evaluate, export and share trained runs.",
+        epilog="`axiomrl COMMAND --help` lists a command's options. Docs: docs/reports.md, docs/eval-export-share.md",
+    )
+    parser.add_argument("--version", action="version", version=f"axiomrl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, spec in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=spec.help.replace("%", "%%"), description=spec.help)
+        if name == command:
+            getattr(importlib.import_module(spec.module), spec.add_arguments)(sub)
+    return parser
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    # Library warnings (e.g. a damaged jsonl line) read like our own: one line, no source excerpt.
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `axiomrl` command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The first bare word is the subcommand (the top level has no options taking values).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    warnings.showwarning = _one_line_warnings
+    spec = COMMANDS[args.command]
+    return int(getattr(importlib.import_module(spec.module), spec.run)(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
