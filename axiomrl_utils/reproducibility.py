@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from typing import Any
 
 import numpy as np
@@ -22,13 +21,7 @@ def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
     torch.backends.cudnn.deterministic = torch_deterministic
     if torch_deterministic:
         # warn_only: a CUDA op without a deterministic kernel should not kill a long run.
-        if hasattr(torch._C, "_set_deterministic_algorithms") and "torch._inductor.config" not in sys.modules:
-            # torch.use_deterministic_algorithms also sets torch.compile's inductor flag, and importing
-            # inductor for that costs 2-3 s of CPU at every start. Nothing has compiled yet, so set the
-            # eager flag alone (inductor reads it too; TORCHINDUCTOR_DETERMINISTIC=1 sets inductor's own).
-            torch._C._set_deterministic_algorithms(True, warn_only=True)
-        else:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def select_device(cuda: bool) -> "torch.device":  # noqa: F821
