@@ -87,9 +87,7 @@ class RunLogger:
         self.eval_episodes = JsonlWriter(run_dir / "eval_episodes.jsonl")
         # purge_step hides events a crashed session logged after the checkpoint we resume from,
         # so TensorBoard shows one curve with no overlapping points.
-        # max_queue: flush() hands over a whole iteration's events at once (see _tb_scalars)
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step, max_queue=1000)
-        self._tb_pending: list[tuple[Any, int]] = []
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
         self.wandb = wandb_run
 
     def episode(self, global_step: int, episode_return: float, length: int, env_index: int) -> None:
@@ -112,20 +110,11 @@ class RunLogger:
         """Write `scalars` to TensorBoard as one event holding a value per tag (each tag still its own curve).
 
         The same records `add_scalar` writes one event at a time, at a sixth of the cost for a metrics row.
-        Events wait for `flush()`, as the jsonl lines do: each event handed to TensorBoard wakes its
-        writer thread, and every wake-up costs a GIL hand-off (milliseconds on a busy machine); a
-        burst of events at a flush costs about one.
         """
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-        self._tb_pending.append((Summary(value=values), step))
-
-    def _tb_hand_over(self) -> None:
-        writer = self.tb._get_file_writer()
-        for summary, step in self._tb_pending:
-            writer.add_summary(summary, step)
-        self._tb_pending.clear()
+        self.tb._get_file_writer().add_summary(Summary(value=values), step)
 
     def eval_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -133,9 +122,7 @@ class RunLogger:
         self.eval_episodes.flush()
 
     def flush(self, tensorboard: bool = False) -> None:
-        """Push buffered jsonl lines to the OS and TensorBoard events to its writer thread (cheap);
-        with `tensorboard`, also write TB's event file."""
-        self._tb_hand_over()
+        """Push buffered jsonl lines to the OS (cheap); with `tensorboard`, also TB's event file."""
         self.metrics.flush()
         self.train_episodes.flush()
         if tensorboard:
@@ -144,7 +131,6 @@ class RunLogger:
     def close(self) -> None:
         for writer in (self.metrics, self.train_episodes, self.eval_episodes):
             writer.close()
-        self._tb_hand_over()
         self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
