@@ -102,7 +102,7 @@ def args_to_dict(args: RunArgs) -> dict[str, Any]:
 
 def write_config(run_dir: Path, args: RunArgs) -> None:
     """Atomically write config.yaml: the full Args as JSON (which YAML parsers also read)."""
-    write_text_atomic(run_dir / CONFIG_FILE, dumps(args_to_dict(args), indent=2) + "\n")
+    write_text_atomic(run_dir / CONFIG_FILE, dumps(args_to_dict(args), indent=2) + "\n", durable=True)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

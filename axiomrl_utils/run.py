@@ -487,14 +487,15 @@ class Run:
         self.logger.flush(tensorboard=True)
         self._last_saved_step = global_step
         self.metadata["latest_checkpoint_path"] = "checkpoints/latest.pt"
-        self._write_metadata()
+        self._write_metadata(durable=True)
         return step_file
 
     # ------------------------------------------------------------------ metadata and shutdown
     def _wall_time(self) -> float:
         return self._wall_time_prior + (time.monotonic() - self._session_start)
 
-    def _write_metadata(self) -> None:
+    def _write_metadata(self, durable: bool = False) -> None:
+        """Rewrite metadata.json; `durable` (fsync) where a resume relies on it: after a checkpoint and at the end."""
         wall = self._wall_time()
         self.metadata.update(
             {
@@ -514,7 +515,7 @@ class Run:
                 },
             }
         )
-        write_json_atomic(self.dir / METADATA_FILE, self.metadata)
+        write_json_atomic(self.dir / METADATA_FILE, self.metadata, durable=durable)
         self._metadata_written = time.monotonic()
 
     def finish(self) -> None:
@@ -558,7 +559,7 @@ class Run:
             if self._eval_envs is not None:
                 self._eval_envs.close()
         finally:
-            self._write_metadata()
+            self._write_metadata(durable=True)
 
     def _install_signal_handlers(self) -> None:
         import threading
