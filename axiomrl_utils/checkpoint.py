@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from axiomrl_utils.jsonl import temp_file_for
+from axiomrl_utils.jsonl import atomic_file
 
 RESERVED = "_axiomrl"
 FORMAT_VERSION = 1
@@ -121,16 +121,8 @@ def save_atomic(payload: dict[str, Any], path: Path) -> int:
     """
     import torch
 
-    fd, tmp = temp_file_for(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, binary=True, durable=True) as f:
+        torch.save(payload, f)
     return path.stat().st_size
 
 

@@ -7,13 +7,14 @@ line instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 
 def _clean(obj: Any) -> Any:
@@ -52,17 +53,19 @@ def temp_file_for(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False) -> None:
-    """Write `text` to `path` so that readers see either the old or the new file, never a mix.
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, binary: bool = False, durable: bool = False) -> Iterator[IO[Any]]:
+    """Yield a temp file beside `path`; when the block succeeds rename it over `path`, else delete it.
 
-    The rename alone survives a killed process; `durable=True` also fsyncs, which survives a power
-    loss but costs tens of milliseconds per call on a busy disk (metadata.json is rewritten often).
+    Readers see the old file or the complete new one, never a mix. The rename alone survives a
+    killed process; `durable=True` also fsyncs before it, which survives a power loss but costs
+    tens of milliseconds per call on a busy disk.
     """
     path = Path(path)
     fd, tmp = temp_file_for(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
+            yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
@@ -70,6 +73,12 @@ def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False) -> None:
+    """Write `text` to `path` atomically (`durable`: see `atomic_file`; metadata.json is rewritten often)."""
+    with atomic_file(path, durable=durable) as f:
+        f.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, durable: bool = False) -> None:

@@ -88,7 +88,7 @@ def pack(path: str | os.PathLike, checkpoints: str = "best", output: Optional[st
     to a temp file next to `output` (default `./<run_id>.zip`) and renamed into place, so the
     output is either absent or complete. An existing output file is never overwritten.
     """
-    from axiomrl_utils.jsonl import temp_file_for
+    from axiomrl_utils.jsonl import atomic_file
     from axiomrl_utils.policy import resolve_run
 
     run_dir, _ = resolve_run(path)
@@ -100,25 +100,17 @@ def pack(path: str | os.PathLike, checkpoints: str = "best", output: Optional[st
         raise UsageError(f"--output {target}: the directory {target.parent} does not exist; create it or write elsewhere")
     if target.resolve().is_relative_to(run_dir):
         raise UsageError(f"--output {target} is inside the run directory it packs; write the zip elsewhere")
-    fd, tmp = temp_file_for(target)
     total = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-                for rel in files:
-                    source = run_dir / rel
-                    compress = zipfile.ZIP_STORED if rel.suffix.lower() in STORED_SUFFIXES else zipfile.ZIP_DEFLATED
-                    try:
-                        zf.write(source, f"{run_dir.name}/{rel.as_posix()}", compress_type=compress)
-                    except FileNotFoundError:  # a training run pruned a step file meanwhile
-                        continue
-                    total += source.stat().st_size
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target, binary=True, durable=True) as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for rel in files:
+                source = run_dir / rel
+                compress = zipfile.ZIP_STORED if rel.suffix.lower() in STORED_SUFFIXES else zipfile.ZIP_DEFLATED
+                try:
+                    zf.write(source, f"{run_dir.name}/{rel.as_posix()}", compress_type=compress)
+                except FileNotFoundError:  # a training run pruned a step file meanwhile
+                    continue
+                total += source.stat().st_size
     return PackResult(target, len(files), total, chosen)
 
 
