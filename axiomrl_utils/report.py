@@ -532,9 +532,19 @@ def aggregate_groups(groups: Sequence[Sequence[float]], n_resamples: int = DEFAU
 
 
 def _iqm(x: Any, axis: int = -1) -> Any:
-    from scipy import stats
+    """`scipy.stats.trim_mean(x, 0.25, axis=axis)`, for the bootstrap's thousands of resamples.
 
-    return stats.trim_mean(x, 0.25, axis=axis)
+    trim_mean finds the cut points with a two-point `np.partition`, which numpy does ~7x slower
+    than a full sort of rows of tens of seeds (0.45 s of a 10 000-run leaderboard). The same values
+    are averaged, so the result equals trim_mean's up to summation order (~1e-16).
+    """
+    import numpy as np
+
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    kept = [slice(None)] * x.ndim
+    kept[axis] = slice(cut, n - cut)
+    return np.sort(x, axis=axis)[tuple(kept)].mean(axis=axis)
 
 
 def leaderboard_rows(
