@@ -82,7 +82,7 @@ def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = False)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, durable: bool = False) -> None:
-    """Atomically write `obj` as indented JSON (`durable`: see `write_text_atomic`)."""
+    """Atomically write `obj` as indented JSON (`durable`: see `atomic_file`)."""
     write_text_atomic(path, dumps(obj, indent=2) + "\n", durable)
 
 

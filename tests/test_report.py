@@ -170,6 +170,15 @@ def _scipy_iqm_ci(x):
     return res.confidence_interval.low, res.confidence_interval.high
 
 
+@pytest.mark.parametrize("shape", [(2,), (3,), (7,), (50,), (4, 9), (3, 40, 11)])
+def test_bootstrap_iqm_equals_scipy_trim_mean(shape):
+    from axiomrl_utils.report import _iqm
+
+    x = np.random.default_rng(len(shape)).normal(scale=100.0, size=shape)
+    for axis in range(-len(shape), 0):
+        np.testing.assert_allclose(_iqm(x, axis=axis), stats.trim_mean(x, 0.25, axis=axis), rtol=1e-12, atol=1e-12)
+
+
 def test_leaderboard_statistics_match_scipy(runs_dir, cli):
     proc = cli("leaderboard", str(runs_dir), "--format", "json")
     rows = _json(proc)
