@@ -484,7 +484,7 @@ class Run:
             }
         )
         self._checkpoint_log.flush()
-        self.logger.flush(tensorboard=True)
+        self.logger.flush()
         self._last_saved_step = global_step
         self.metadata["latest_checkpoint_path"] = "checkpoints/latest.pt"
         self._write_metadata(durable=True)
