@@ -337,7 +337,8 @@ class Run:
         self.logger.metrics_row(row)
         self.logger.flush()
         self._latest_metrics = row
-        self.progress.update(global_step, sps, self._recent_mean(), self._eval_last)
+        if self.progress.enabled:
+            self.progress.update(global_step, sps, self._recent_mean(), self._eval_last)
         if now - self._metadata_written >= METADATA_INTERVAL_S:
             self._write_metadata()
 
@@ -357,13 +358,15 @@ class Run:
             self._step_increment = global_step - self._prev_step
             self._prev_step = global_step
         self.global_step = global_step
-        every = {"eval": self.args.eval_every, "checkpoint": self.args.checkpoint_every}[kind]
+        # Called twice per env step by the off-policy scripts: the cheap tests come first.
+        last_done = self._last_done[kind]
+        if global_step <= last_done:
+            return False
+        every = self.args.eval_every if kind == "eval" else self.args.checkpoint_every
         if kind == "eval" and every == 0:
             return False
-        last = self._at_last_step()
-        crossed = every > 0 and global_step // every > self._last_done[kind] // every
-        extra = kind == "checkpoint" and (self.stop_requested or self._best_pending())
-        if global_step > self._last_done[kind] and (crossed or last or extra):
+        crossed = every > 0 and global_step // every > last_done // every
+        if crossed or self._at_last_step() or (kind == "checkpoint" and (self.stop_requested or self._best_pending())):
             self._last_done[kind] = global_step
             return True
         return False
