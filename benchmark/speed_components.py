@@ -180,8 +180,33 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
 
         b, a = compare(per_scalar, per_row, 300, rounds)
         out.append(("logger: one TensorBoard event per row", "a 12-metric row to TensorBoard", "5c7cf1d", b, a))
+
+        from axiomrl_utils.logger import TensorBoardWriter
+
+        own = TensorBoardWriter(Path(tmp))
+        b, a = compare(per_row, lambda: own.add_scalars(row, next(step)), 300, rounds)
+        out.append(("logger: own event writer instead of SummaryWriter", "a 12-metric row to TensorBoard", "8ebee30", b, a))
         writer.close()
+        own.close()
     return out
+
+
+def tensorboard_import_row(rounds: int) -> tuple[str, str, str, list[float], list[float]]:
+    """CPU time to open a run's TensorBoard writer in a fresh process (torch already imported): SummaryWriter vs ours."""
+    code = (
+        "import sys, tempfile, time, pathlib, torch; sys.path.insert(0, %r); t = time.process_time()\n"
+        "if sys.argv[1] == 'summarywriter':\n"
+        "    from torch.utils.tensorboard import SummaryWriter; SummaryWriter(tempfile.mkdtemp()).close()\n"
+        "else:\n"
+        "    from axiomrl_utils.logger import TensorBoardWriter; TensorBoardWriter(pathlib.Path(tempfile.mkdtemp())).close()\n"
+        "print(time.process_time() - t)"
+    ) % str(REPO)
+    before, after = [], []
+    for _ in range(rounds):
+        for which, into in (("summarywriter", before), ("own", after)):
+            proc = subprocess.run([sys.executable, "-c", code, which], capture_output=True, text=True, check=True)
+            into.append(float(proc.stdout.strip().splitlines()[-1]))
+    return ("logger: own event writer instead of SummaryWriter", "import + open the writer, once per run", "8ebee30", before, after)
 
 
 def threads_row(rounds: int) -> tuple[str, str, str, list[float], list[float]]:
@@ -214,7 +239,7 @@ def main() -> None:
     if hasattr(os, "nice"):
         os.nice(10)
     load_before = os.getloadavg()[0]
-    results = rows(args.rounds) + [threads_row(max(3, args.rounds // 2))]
+    results = rows(args.rounds) + [threads_row(max(3, args.rounds // 2)), tensorboard_import_row(max(3, args.rounds // 2))]
     load_after = os.getloadavg()[0]
 
     def fmt(seconds: float) -> str:
