@@ -242,6 +242,7 @@ class Run:
         self._eval_best: Optional[tuple[float, int]] = state.get("eval_return_best")
         self._last_done = {"eval": self.global_step, "checkpoint": self.global_step}
         self._prev_step, self._step_increment = self.global_step, 0
+        self._quiet_until = {"eval": 0, "checkpoint": 0}  # due() answers no below these steps (see due)
         self._pending_eval: dict[str, float] = {}
         self._eval_at_step: Optional[int] = None
         self._latest_metrics: dict[str, Any] = state.get("latest_metrics") or {}
@@ -355,21 +356,40 @@ class Run:
         and per-step loops work unchanged.
         """
         if global_step != self._prev_step:
-            self._step_increment = global_step - self._prev_step
+            if global_step - self._prev_step != self._step_increment:
+                self._step_increment = global_step - self._prev_step
+                self._quiet_until = {"eval": 0, "checkpoint": 0}  # the last step moved: look again
             self._prev_step = global_step
         self.global_step = global_step
-        # Called twice per env step by the off-policy scripts: the cheap tests come first.
+        # The off-policy scripts ask twice per env step; between cadence points the answer is a cheap no.
+        if global_step < self._quiet_until[kind] and self._stop_signal is None:
+            return False
         last_done = self._last_done[kind]
-        if global_step <= last_done:
-            return False
         every = self.args.eval_every if kind == "eval" else self.args.checkpoint_every
-        if kind == "eval" and every == 0:
-            return False
-        crossed = every > 0 and global_step // every > last_done // every
-        if crossed or self._at_last_step() or (kind == "checkpoint" and (self.stop_requested or self._best_pending())):
+        if global_step <= last_done or (kind == "eval" and every == 0):
+            is_due = False
+        else:
+            crossed = every > 0 and global_step // every > last_done // every
+            is_due = crossed or self._at_last_step() or (kind == "checkpoint" and (self.stop_requested or self._best_pending()))
+        if is_due:
             self._last_done[kind] = global_step
-            return True
-        return False
+        self._quiet_until[kind] = self._next_possible_step(kind)
+        return is_due
+
+    def _next_possible_step(self, kind: str) -> int:
+        """The first step at which `due(kind, ...)` can be True again, signals aside (0: no shortcut)."""
+        if kind == "eval" and self.args.eval_every == 0:
+            return 2**62
+        every = self.args.eval_every if kind == "eval" else self.args.checkpoint_every
+        steps = [self.args.total_timesteps - max(self._step_increment, 1) + 1]  # type: ignore[attr-defined]
+        if every > 0:
+            steps.append((self._last_done[kind] // every + 1) * every)
+        if kind == "checkpoint":
+            if not self.args.best_metric.startswith("eval/"):
+                return 0  # a training metric can reach a new best at any step
+            if self.args.pause_at_step is not None:
+                steps.append(self.args.pause_at_step)
+        return max(min(steps), self._last_done[kind] + 1)
 
     def _at_last_step(self) -> bool:
         return self.global_step + max(self._step_increment, 1) > self.args.total_timesteps  # type: ignore[attr-defined]
@@ -401,12 +421,17 @@ class Run:
         episodes = run_episodes(policy, self._eval_envs, eval_seeds(self.args.seed, self.args.eval_episodes), self.device, video)
         self.logger.eval_rows(episode_rows(episodes, global_step, tag="train", checkpoint=None, deterministic=True))
         metrics = summarize(episodes)
+        self._record_evaluation(global_step, metrics)
+        return metrics
+
+    def _record_evaluation(self, global_step: int, metrics: dict[str, float]) -> None:
+        """Keep an evaluation's eval/* metrics for the next metrics row, the summary and the best checkpoint."""
         self._pending_eval = metrics
         self._eval_at_step = global_step
+        self._quiet_until["checkpoint"] = 0  # this evaluation may be a new best, to checkpoint now
         self._eval_last = metrics["eval/return_mean"]
         if self._eval_best is None or self._eval_last > self._eval_best[0]:
             self._eval_best = (self._eval_last, global_step)
-        return metrics
 
     # ------------------------------------------------------------------ checkpoints
     def _best_candidate(self) -> Optional[float]:
