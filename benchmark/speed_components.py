@@ -22,7 +22,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -201,12 +201,18 @@ def tensorboard_import_row(rounds: int) -> tuple[str, str, str, list[float], lis
         "    from axiomrl_utils.logger import TensorBoardWriter; TensorBoardWriter(pathlib.Path(tempfile.mkdtemp())).close()\n"
         "print(time.process_time() - t)"
     ) % str(REPO)
-    before, after = [], []
-    for _ in range(rounds):
-        for which, into in (("summarywriter", before), ("own", after)):
-            proc = subprocess.run([sys.executable, "-c", code, which], capture_output=True, text=True, check=True)
-            into.append(float(proc.stdout.strip().splitlines()[-1]))
+    before, after = alternate_in_subprocesses(code, ("summarywriter", "own"), rounds)
     return ("logger: own event writer instead of SummaryWriter", "import + open the writer, once per run", "8ebee30", before, after)
+
+
+def alternate_in_subprocesses(code: str, variants: tuple[str, str], rounds: int, env: Optional[dict] = None) -> tuple[list[float], list[float]]:
+    """Run `python -c code <variant>` for both variants, alternately, `rounds` times; the float each prints last."""
+    results: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for variant, into in zip(variants, results):
+            proc = subprocess.run([sys.executable, "-c", code, variant], env=env, capture_output=True, text=True, check=True)
+            into.append(float(proc.stdout.strip().splitlines()[-1]))
+    return results
 
 
 def threads_row(rounds: int) -> tuple[str, str, str, list[float], list[float]]:
@@ -223,11 +229,7 @@ def threads_row(rounds: int) -> tuple[str, str, str, list[float], list[float]]:
         "[f() for _ in range(50)]; t = time.process_time(); [f() for _ in range(500)]; print((time.process_time() - t) / 500)"
     ) % str(REPO)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    two, one = [], []
-    for _ in range(rounds):
-        for threads, into in ((2, two), (1, one)):
-            proc = subprocess.run([sys.executable, "-c", code, str(threads)], env=env, capture_output=True, text=True, check=True)
-            into.append(float(proc.stdout.strip().splitlines()[-1]))
+    two, one = alternate_in_subprocesses(code, ("2", "1"), rounds, env)
     return ("ppo/dqn: --torch-threads 1", "one PPO minibatch, CPU time of all threads (2 threads -> 1)", "cf43cf0", two, one)
 
 
