@@ -365,7 +365,7 @@ class Run:
         if global_step < self._quiet_until[kind] and self._stop_signal is None:
             return False
         last_done = self._last_done[kind]
-        every = self.args.eval_every if kind == "eval" else self.args.checkpoint_every
+        every = self._every(kind)
         if global_step <= last_done or (kind == "eval" and every == 0):
             is_due = False
         else:
@@ -376,12 +376,15 @@ class Run:
         self._quiet_until[kind] = self._next_possible_step(kind)
         return is_due
 
+    def _every(self, kind: str) -> int:
+        return self.args.eval_every if kind == "eval" else self.args.checkpoint_every
+
     def _next_possible_step(self, kind: str) -> int:
         """The first step at which `due(kind, ...)` can be True again, signals aside (0: no shortcut)."""
-        if kind == "eval" and self.args.eval_every == 0:
+        every = self._every(kind)
+        if kind == "eval" and every == 0:
             return 2**62
-        every = self.args.eval_every if kind == "eval" else self.args.checkpoint_every
-        steps = [self.args.total_timesteps - max(self._step_increment, 1) + 1]  # type: ignore[attr-defined]
+        steps = [self._first_last_step()]
         if every > 0:
             steps.append((self._last_done[kind] // every + 1) * every)
         if kind == "checkpoint":
@@ -391,8 +394,12 @@ class Run:
                 steps.append(self.args.pause_at_step)
         return max(min(steps), self._last_done[kind] + 1)
 
+    def _first_last_step(self) -> int:
+        """The first step that is the last of training: one more step of the current size would pass total_timesteps."""
+        return self.args.total_timesteps - max(self._step_increment, 1) + 1  # type: ignore[attr-defined]
+
     def _at_last_step(self) -> bool:
-        return self.global_step + max(self._step_increment, 1) > self.args.total_timesteps  # type: ignore[attr-defined]
+        return self.global_step >= self._first_last_step()
 
     @property
     def stop_requested(self) -> bool:
