@@ -181,12 +181,19 @@ def system_info() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
+    """The installed version of each of VERSIONED_PACKAGES that is installed (for metadata.json)."""
     versions = {}
     for name in VERSIONED_PACKAGES:
         try:
-            versions[name] = importlib.metadata.version(name)
+            dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
-            pass
+            continue
+        # The Version line read directly: Distribution.version parses the whole METADATA file with
+        # the email parser, 3-4 ms a package, most of start_run's cost (0.3% of a 100k-step run).
+        found = re.search(r"^Version:[ \t]*(\S+)", dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "", re.M)
+        version = found.group(1) if found else dist.version
+        if version:
+            versions[name] = version
     versions.setdefault("axiomrl", __version__)
     return versions
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import importlib.metadata
 import json
 import os
 import pickle
@@ -83,6 +84,8 @@ def test_metadata_fields_and_types(tiny_ppo_run: Path) -> None:
     assert meta["total_episodes"] == len(read_jsonl(tiny_ppo_run / "train_episodes.jsonl")) > 0
     assert {"python_version", "platform", "cpu_count", "hostname", "gpu"} <= set(meta["system"])
     assert {"axiomrl", "torch", "gymnasium", "numpy", "tyro"} <= set(meta["versions"])
+    for name, version in meta["versions"].items():  # read from METADATA's Version line: what importlib reports
+        assert version == importlib.metadata.version(name), name
     assert set(meta["benchmark"]) >= {"best_metric", "best_mode", "eval_every", "eval_episodes", "checkpoint_every", "keep_checkpoints"}
     assert meta["latest_checkpoint_path"] == "checkpoints/latest.pt"
     best = meta["best_checkpoint"]
