@@ -23,8 +23,6 @@ import numpy as np
 if TYPE_CHECKING:
     import torch.nn as nn
 
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"ReLU": lambda h: np.maximum(h, 0), "Tanh": np.tanh}
-
 
 def numpy_forward(module: "nn.Sequential") -> Callable[[np.ndarray], np.ndarray]:
     """`module`'s forward pass as a function of a numpy batch, reading the current parameters in place.
@@ -34,13 +32,14 @@ def numpy_forward(module: "nn.Sequential") -> Callable[[np.ndarray], np.ndarray]
     """
     import torch.nn as nn
 
+    activations: dict[type, Callable[[np.ndarray], np.ndarray]] = {nn.ReLU: lambda h: np.maximum(h, 0), nn.Tanh: np.tanh}
     if not isinstance(module, nn.Sequential):
         raise TypeError(f"numpy_forward runs an nn.Sequential, not {type(module).__name__}; pass the Sequential inside it")
     for layer in module:
         # exact types: a subclass may compute something else in its forward
-        if type(layer) is not nn.Linear and type(layer) not in (nn.ReLU, nn.Tanh):
+        if type(layer) is not nn.Linear and type(layer) not in activations:
             raise TypeError(
-                f"numpy_forward supports Linear, {', '.join(ACTIVATIONS)} layers, not {type(layer).__name__}; "
+                f"numpy_forward supports Linear, ReLU and Tanh layers, not {type(layer).__name__}; "
                 "call the module through torch instead"
             )
     parameters = list(module.parameters())
@@ -54,7 +53,7 @@ def numpy_forward(module: "nn.Sequential") -> Callable[[np.ndarray], np.ndarray]
                 bias = None if layer.bias is None else layer.bias.detach().numpy()
                 steps.append((layer.weight.detach().numpy().T, bias, None))
             else:
-                steps.append((None, None, ACTIVATIONS[type(layer).__name__]))
+                steps.append((None, None, activations[type(layer)]))
         return steps, [p.data_ptr() for p in parameters], parameters[0].detach().numpy().dtype
 
     steps, pointers, dtype = views()
