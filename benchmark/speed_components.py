@@ -55,7 +55,8 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
 
     import gymnasium as gym
 
-    from axiomrl import ppo
+    from axiomrl import dqn, ppo
+    from axiomrl_utils.numpy_forward import numpy_forward
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)  # as the scripts run (seed_everything)
@@ -86,15 +87,37 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
             value = agent.critic(x)
             action.cpu().numpy(), logprob.cpu().numpy(), value.flatten().cpu().numpy()
 
-    def rollout_after() -> None:
+    def rollout_torch() -> None:  # ppo.py's rollout from feba65a until numpy acting
         with torch.inference_mode():
-            action, logprob, _, value = agent.get_action_and_value(torch.as_tensor(obs, dtype=torch.float32))
+            x = torch.as_tensor(obs, dtype=torch.float32)
+            log_probs = agent.actor(x).log_softmax(-1)
+            action = (log_probs - torch.empty_like(log_probs).exponential_().log()).argmax(-1)
+            logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            value = agent.critic(x)
             action.cpu().numpy(), logprob.cpu().numpy(), value.flatten().cpu().numpy()
+
+    actor_logits, critic_value = numpy_forward(agent.actor), numpy_forward(agent.critic)
+
+    def rollout_numpy() -> None:  # ppo.py's rollout now
+        ppo.sample_action(actor_logits(obs)), critic_value(obs)[:, 0]
 
     b, a = compare(rollout_before, rollout_gumbel, 2000, rounds)
     out.append(("ppo: Gumbel-max instead of torch.multinomial", "rollout step (policy + conversions)", "68c3f61", b, a))
-    b, a = compare(rollout_gumbel, rollout_after, 2000, rounds)
+    b, a = compare(rollout_gumbel, rollout_torch, 2000, rounds)
     out.append(("ppo: the rollout skips the entropy", "rollout step (policy + conversions)", "feba65a", b, a))
+    b, a = compare(rollout_torch, rollout_numpy, 2000, rounds)
+    out.append(("ppo: the rollout acts in numpy (numpy_forward, sample_action)", "rollout step (policy + conversions)", "1aff76c", b, a))
+
+    # --- dqn acting: the Q-network through torch vs numpy_forward on one observation
+    q_network = dqn.QNetwork(gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")]))
+    q_network_numpy, one_obs = numpy_forward(q_network.network), obs[:1]
+
+    def act_torch() -> None:
+        with torch.no_grad():
+            q_network(torch.as_tensor(one_obs, dtype=torch.float32)).argmax(dim=1).cpu().numpy()
+
+    b, a = compare(act_torch, lambda: q_network_numpy(one_obs).argmax(axis=1), 4000, rounds)
+    out.append(("dqn: acting in numpy (numpy_forward)", "greedy action for one observation", "1aff76c", b, a))
 
     # --- one PPO minibatch update: per-tensor Adam vs fused Adam
     batch = 512
