@@ -128,7 +128,7 @@ def main(args: Args) -> None:
         optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
         target_network = QNetwork(envs).to(device)
         target_network.load_state_dict(q_network.state_dict())
-        # acting's forward pass, in numpy on the same (live) weights: ~15 us per observation instead of ~75
+        # acting's forward pass, in numpy on the same (live) weights: a fifth of torch's cost per observation
         q_network_numpy = numpy_forward(q_network.network)
 
         rb = ReplayBuffer(

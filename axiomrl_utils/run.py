@@ -190,7 +190,8 @@ def package_versions() -> dict[str, str]:
             continue
         # The Version line read directly: Distribution.version parses the whole METADATA file with
         # the email parser, 3-4 ms a package, most of start_run's cost (0.3% of a 100k-step run).
-        found = re.search(r"^Version:[ \t]*(\S+)", dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "", re.M)
+        header = (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").partition("\n\n")[0]  # not the description
+        found = re.search(r"^Version:[ \t]*(\S+)", header, re.M)
         version = found.group(1) if found else dist.version
         if version:
             versions[name] = version
