@@ -7,8 +7,11 @@
 
 Every measurement is its own subprocess with OMP_NUM_THREADS=1 (so every system runs torch on
 one thread), and times only the training call (`main(args)`, or SB3's model construction +
-`learn()`), after the imports. Rounds run the systems in a fixed order (A B A B ...) with the
-same seed per round, so each ratio is taken between measurements made seconds apart. SPS is
+`learn()`), after the imports. Each round runs every system once with the same seed, in the
+given order on odd rounds and reversed on even ones (A B, B A, A B, ...), so that a position
+effect cannot bias the medians (with a fixed order, ppo.py with run management came out 0.91x
+its bare twin in 9 of 9 rounds, while the same pair alternated by hand showed no consistent gap).
+Each ratio is taken between measurements made seconds apart. SPS is
 steps / wall seconds; CPU SPS is steps / CPU seconds (user + sys) of the process, the steadier
 figure when other jobs share the cores.
 
@@ -310,7 +313,8 @@ def report(results: list[dict], systems: list[str], skipped: dict[str, str], arg
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmark/speed.py"
         f"{''.join(f' {a}' for a in sys.argv[1:])}`: CartPole-v1, {args.total_timesteps:,} steps per PPO "
         f"measurement and {args.dqn_total_timesteps:,} per DQN one, {rounds} rounds (seed = round number), "
-        "each measurement in its own `nice -n 10` subprocess with OMP_NUM_THREADS=1, timing the training call only.",
+        "each measurement in its own `nice -n 10` subprocess with OMP_NUM_THREADS=1, timing the training call only; "
+        "the systems run in the listed order on odd rounds, reversed on even rounds.",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPU threads shared with other work, Python "
         f"{platform.python_version()}. `uptime` before: `{loads[0]}`; after: `{loads[1]}`.",
@@ -406,6 +410,11 @@ def export_commit(commit: str, root: Path) -> tuple[str, Path]:
     return info, path
 
 
+def round_order(items: list, round_: int) -> list:
+    """`items` in their order on odd rounds, reversed on even rounds (an ABBA design)."""
+    return list(items) if round_ % 2 else list(reversed(items))
+
+
 def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -439,7 +448,7 @@ def main() -> None:
             trees = [export_commit(c, Path(tmp)) for c in args.commits]
             results = []
             for round_ in range(1, args.rounds + 1):
-                for label, tree in trees:
+                for label, tree in round_order(trees, round_):
                     steps = args.dqn_total_timesteps if args.commit_system.startswith("dqn") else args.total_timesteps
                     r = measure(args.commit_system, steps, round_, tree) | {"label": label}
                     print(f"round {round_}: {label[:50]:50s} {r['sps']:8,.0f} SPS  {r['cpu_sps']:8,.0f} CPU SPS  "
@@ -454,7 +463,7 @@ def main() -> None:
             print(f"skipping {system}: {reason}", file=sys.stderr)
         results = []
         for round_ in range(1, args.rounds + 1):
-            for system in args.systems:
+            for system in round_order(args.systems, round_):
                 if system in skipped:
                     continue
                 steps = args.dqn_total_timesteps if "dqn" in system else args.total_timesteps

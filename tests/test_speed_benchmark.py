@@ -25,3 +25,14 @@ def test_speed_benchmark_writes_its_tables(tmp_path: Path) -> None:
     assert 0 < results["ppo"]["run_management_s"] < results["ppo"]["wall_s"]
     assert results["ppo-bare"]["run_management_s"] is None and results["sb3-ppo"]["run_management_s"] is None
     assert "| ppo.py |" in text and "≤ 3%" in text
+
+
+def test_rounds_alternate_the_order_of_the_systems() -> None:
+    """ABBA: a system's place in the sequence must not favour it in every round."""
+    sys.path.insert(0, str(REPO / "benchmark"))
+    try:
+        import speed
+    finally:
+        sys.path.remove(str(REPO / "benchmark"))
+    systems = ["ppo", "ppo-bare", "sb3-ppo"]
+    assert [speed.round_order(systems, r) for r in (1, 2, 3)] == [systems, systems[::-1], systems]
