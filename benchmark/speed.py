@@ -13,7 +13,10 @@ effect cannot bias the medians (with a fixed order, ppo.py with run management c
 its bare twin in 9 of 9 rounds, while the same pair alternated by hand showed no consistent gap).
 Each ratio is taken between measurements made seconds apart. SPS is
 steps / wall seconds; CPU SPS is steps / CPU seconds (user + sys) of the process, the steadier
-figure when other jobs share the cores.
+figure when other jobs share the cores. Loop SPS leaves out the setup (building the envs, the
+networks and the optimizer, whose construction imports torch._dynamo: ~1.5 s here, paid by both
+libraries): steps / seconds from the first environment step (SB3: from `learn()`) to the end, the
+figure CleanRL's and SB3's own SPS counters report.
 
 Systems (`--systems`):
 - ppo, dqn: the scripts at their defaults, run management on (run directory, jsonl logs,
@@ -132,6 +135,19 @@ def time_run_management(script: Any, spent: list[float]) -> None:
         setattr(run_module.Run, name, _timed(getattr(run_module.Run, name), spent))
 
 
+def mark_first_call(cls: type, name: str, marks: list[float]) -> None:
+    """Make the first call of `cls.name` append its perf_counter time to `marks`. On a run's
+    `log_episodes`, which the scripts call right after their first env step: where the loop starts."""
+    fn = getattr(cls, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not marks:
+            marks.append(time.perf_counter())
+        return fn(*args, **kwargs)
+
+    setattr(cls, name, wrapper)
+
+
 def wrapper_overhead(calls: int = 200_000) -> float:
     """Seconds one `_timed` wrapper adds to a call (timed on a no-op, best of 5): what the
     instrumentation itself adds to the run-management share, per call."""
@@ -151,32 +167,41 @@ def wrapper_overhead(calls: int = 200_000) -> float:
     return max(best, 0.0)
 
 
-def axiomrl_script(name: str, bare: bool, steps: int, seed: int, out: str) -> Callable[[], tuple[int, Optional[list]]]:
+Trained = tuple[int, Optional[list], float]  # (steps, [seconds, calls] in run management or None, loop start)
+
+
+def axiomrl_script(name: str, bare: bool, steps: int, seed: int, out: str) -> Callable[[], Trained]:
     """`main(args)` of axiomrl/<name>.py at its defaults; returns (steps trained, [seconds, calls] in run
-    management, None when bare). The caller subtracts the timing wrappers' own cost, after its timer stops."""
+    management, None when bare; the perf_counter time of the first env step). The caller subtracts the
+    timing wrappers' own cost, after its timer stops."""
     import importlib
+
+    from axiomrl_utils import run as run_module
 
     script = importlib.import_module(f"axiomrl.{name}")
     args = script.Args(total_timesteps=steps, seed=seed, output_dir=out, progress=False)
+    loop_start: list[float] = []
 
-    def train() -> tuple[int, Optional[list]]:
+    def train() -> Trained:
         if bare:
             run = NoRunManagement()
+            mark_first_call(NoRunManagement, "log_episodes", loop_start)
             script.start_run = lambda args, file: run
             script.main(args)
-            return run.global_step, None
+            return run.global_step, None, loop_start[0]
         spent = [0.0, 0]
         time_run_management(script, spent)
+        mark_first_call(run_module.Run, "log_episodes", loop_start)
         script.main(args)
         (run_dir,) = Path(out).iterdir()
         meta = json.loads((run_dir / "metadata.json").read_text())
         assert meta["status"] == "finished", meta["status"]
-        return meta["total_steps"], spent
+        return meta["total_steps"], spent, loop_start[0]
 
     return train
 
 
-def sb3_ppo(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
+def sb3_ppo(steps: int, seed: int) -> Callable[[], Trained]:
     """SB3 PPO as ppo.py's defaults (CleanRL's): 4 envs x 128 steps, 4 epochs of 4 minibatches of 128,
     lr 2.5e-4 annealed linearly to 0, separate 64-64 tanh actor and critic with orthogonal init
     (gains sqrt(2), 0.01 actor head, 1 critic head), Adam eps 1e-5, gamma 0.99, GAE 0.95, clip 0.2,
@@ -187,7 +212,7 @@ def sb3_ppo(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    def train() -> tuple[int, None]:
+    def train() -> Trained:
         env = make_vec_env("CartPole-v1", n_envs=NUM_ENVS, seed=seed)
         model = PPO(
             "MlpPolicy", env, learning_rate=lambda progress_remaining: 2.5e-4 * progress_remaining,
@@ -197,13 +222,14 @@ def sb3_ppo(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
                                optimizer_kwargs=dict(eps=1e-5)),
             seed=seed, device="cpu", verbose=0,
         )
+        loop_start = time.perf_counter()
         model.learn(total_timesteps=steps)
-        return model.num_timesteps, None
+        return model.num_timesteps, None, loop_start
 
     return train
 
 
-def sb3_dqn(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
+def sb3_dqn(steps: int, seed: int) -> Callable[[], Trained]:
     """SB3 DQN as dqn.py's defaults (CleanRL's): 1 env, 120-84 ReLU Q-network, Adam lr 2.5e-4,
     buffer 10 000, batch 128, gamma 0.99, learning starts at 10 000, one gradient step every 10
     env steps, hard target update (tau 1) every 500 steps, epsilon 1 -> 0.05 over half the run.
@@ -212,7 +238,7 @@ def sb3_dqn(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
     from stable_baselines3 import DQN
     from stable_baselines3.common.env_util import make_vec_env
 
-    def train() -> tuple[int, None]:
+    def train() -> Trained:
         env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
         model = DQN(
             "MlpPolicy", env, learning_rate=2.5e-4, buffer_size=10_000, learning_starts=10_000, batch_size=128,
@@ -221,29 +247,31 @@ def sb3_dqn(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
             max_grad_norm=float("inf"), policy_kwargs=dict(net_arch=[120, 84]),
             seed=seed, device="cpu", verbose=0,
         )
+        loop_start = time.perf_counter()
         model.learn(total_timesteps=steps)
-        return model.num_timesteps, None
+        return model.num_timesteps, None, loop_start
 
     return train
 
 
-def env_ceiling(steps: int, seed: int) -> Callable[[], tuple[int, None]]:
+def env_ceiling(steps: int, seed: int) -> Callable[[], Trained]:
     """4 CartPole-v1 in a SyncVectorEnv with episode statistics, as ppo.py builds them, random actions."""
     import gymnasium as gym
     import numpy as np
 
     actions = np.random.default_rng(seed).integers(0, 2, size=(steps // NUM_ENVS, NUM_ENVS))
 
-    def train() -> tuple[int, None]:
+    def train() -> Trained:
         envs = gym.vector.SyncVectorEnv(
             [lambda: gym.make("CartPole-v1") for _ in range(NUM_ENVS)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )
         envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
         envs.reset(seed=seed)
+        loop_start = time.perf_counter()
         for action in actions:
             envs.step(action)
         envs.close()
-        return len(actions) * NUM_ENVS, None
+        return len(actions) * NUM_ENVS, None, loop_start
 
     return train
 
@@ -257,16 +285,17 @@ def worker(system: str, steps: int, seed: int, repo: Path) -> dict[str, Any]:
             train = axiomrl_script(system.split("-")[0], system.endswith("-bare"), steps, seed, out)
         else:
             train = {"sb3-ppo": sb3_ppo, "sb3-dqn": sb3_dqn, "env": env_ceiling}[system](steps, seed)
-        wall, cpu = time.perf_counter(), time.process_time()
+        start, cpu = time.perf_counter(), time.process_time()
         done = train()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        end, cpu = time.perf_counter(), time.process_time() - cpu
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    done, spent = done
+    done, spent, loop_start = done
     # the wrappers' own time (~0.3 µs a call, 300 000 calls in dqn.py) is not run management; timing
     # it takes ~0.5 s, which must stay outside the measured training call
     run_management = None if spent is None else spent[0] - spent[1] * wrapper_overhead()
-    return {"system": system, "seed": seed, "steps": done, "wall_s": wall, "cpu_s": cpu, "run_management_s": run_management}
+    return {"system": system, "seed": seed, "steps": done, "wall_s": end - start, "loop_s": end - loop_start, "cpu_s": cpu,
+            "run_management_s": run_management}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +315,7 @@ def measure(system: str, steps: int, seed: int, repo: Path) -> dict[str, Any]:
     result.update(load_before=load, load_after=os.getloadavg()[0])
     result["sps"] = result["steps"] / result["wall_s"]
     result["cpu_sps"] = result["steps"] / result["cpu_s"]
+    result["loop_sps"] = result["steps"] / result["loop_s"]
     return result
 
 
@@ -322,19 +352,19 @@ def report(results: list[dict], systems: list[str], skipped: dict[str, str], arg
         f"Machine: {platform.platform()}, {os.cpu_count()} CPU threads shared with other work, Python "
         f"{platform.python_version()}. `uptime` before: `{loads[0]}`; after: `{loads[1]}`.",
         "",
-        "| system | SPS median | CPU SPS median | SPS per round | load (1 min) per round |",
-        "|---|---:|---:|---|---|",
+        "| system | SPS median | CPU SPS median | loop SPS median | SPS per round | load (1 min) per round |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for s in systems:
         if s in skipped:
-            lines.append(f"| {s} | skipped: {skipped[s]} | | | |")
+            lines.append(f"| {s} | skipped: {skipped[s]} | | | | |")
             continue
         rs = by[s]
         per_round = ", ".join(f"{r['sps']:,.0f}" for r in rs)
         load = ", ".join(f"{r['load_before']:.1f}" for r in rs)
         lines.append(
             f"| {s} | {median([r['sps'] for r in rs]):,.0f} | {median([r['cpu_sps'] for r in rs]):,.0f} | "
-            f"{per_round} | {load} |"
+            f"{median([r['loop_sps'] for r in rs]):,.0f} | {per_round} | {load} |"
         )
     lines += [
         "",
@@ -353,6 +383,20 @@ def report(results: list[dict], systems: list[str], skipped: dict[str, str], arg
         lines.append(
             f"| {label} | {wall_rounds} | **{median(wall):.2f}** | {cpu_rounds} | {median(cpu):.2f} | {target} |"
         )
+    loop_rows = [(num, den, label) for num, den, label, _ in RATIOS
+                 if den.startswith("sb3") and num in systems and den in systems and not {num, den} & skipped.keys()]
+    if loop_rows:
+        lines += [
+            "",
+            "The same pairs, training loop only (loop SPS: from the first env step, SB3 from `learn()`, to the end; "
+            "the setup both pay, mostly torch's ~1.5 s import of torch._dynamo when the optimizer is built, left out):",
+            "",
+            "| ratio | per round | median |",
+            "|---|---|---:|",
+        ]
+        for num, den, label in loop_rows:
+            loop = [a["loop_sps"] / b["loop_sps"] for a, b in zip(by[num], by[den])]
+            lines.append(f"| {label}, loop | {', '.join(f'{x:.2f}' for x in loop)} | **{median(loop):.2f}** |")
     shares = [(s, [r["run_management_s"] / r["wall_s"] for r in by[s]]) for s in ("ppo", "dqn")
               if s in systems and s not in skipped and by[s]]
     if shares:

@@ -25,6 +25,10 @@ def test_speed_benchmark_writes_its_tables(tmp_path: Path) -> None:
     assert 0 < results["ppo"]["run_management_s"] < results["ppo"]["wall_s"]
     assert results["ppo-bare"]["run_management_s"] is None and results["sb3-ppo"]["run_management_s"] is None
     assert "| ppo.py |" in text and "≤ 3%" in text
+    # the loop leaves the setup out: shorter than the whole call, and it is where the steps were taken
+    for name in ("ppo", "ppo-bare", "sb3-ppo", "env"):
+        assert 0 < results[name]["loop_s"] < results[name]["wall_s"], name
+    assert "ppo.py / SB3 PPO, loop |" in text
 
 
 def test_rounds_alternate_the_order_of_the_systems() -> None:
