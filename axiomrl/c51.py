@@ -7,7 +7,10 @@
 # - exploration draws from the global numpy RNG instead of the action space's own RNG, so a resumed
 #   run (which restores the global RNGs) explores exactly as an uninterrupted one;
 # - the replay buffer, target network, optimizer, environments and RNGs are all in the checkpoint;
-# - the projection onto the support adds the whole batch with one index_add_ instead of one per row.
+# - the projection onto the support adds the whole batch with one index_add_ instead of one per row;
+# - acting reads the Q-network's weights through numpy (numpy_forward) and takes the expectation over
+#   the atoms in numpy (greedy_action): for one observation PyTorch's per-call overhead, not
+#   arithmetic, is the cost (benchmark/README.md).
 import random
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -21,6 +24,7 @@ import torch.optim as optim
 from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.envs import require_env, require_positive
+from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -98,6 +102,14 @@ class QNetwork(nn.Module):
         return self.get_action(x)[0]
 
 
+def greedy_action(logits: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """QNetwork.get_action's greedy action in numpy, from the network's output (batch, actions * atoms)."""
+    logits = logits.reshape(len(logits), -1, len(atoms))
+    pmfs = np.exp(logits - logits.max(-1, keepdims=True))  # softmax over the atoms
+    pmfs /= pmfs.sum(-1, keepdims=True)
+    return (pmfs * atoms).sum(-1).argmax(1)
+
+
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     slope = (end_e - start_e) / duration
     return max(slope * t + start_e, end_e)
@@ -134,6 +146,8 @@ def main(args: Args) -> None:
         optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=0.01 / args.batch_size)
         target_network = QNetwork(envs, n_atoms=args.n_atoms, v_min=args.v_min, v_max=args.v_max).to(device)
         target_network.load_state_dict(q_network.state_dict())
+        # acting in numpy on the live weights (seen by every optimizer step and by a resume's load_state_dict)
+        q_network_numpy, atoms = numpy_forward(q_network.network), q_network.atoms.cpu().numpy()
 
         rb = ReplayBuffer(
             args.buffer_size, envs.single_observation_space, envs.single_action_space,
@@ -154,9 +168,7 @@ def main(args: Args) -> None:
             if random.random() < epsilon:
                 actions = np.random.randint(envs.single_action_space.n, size=envs.num_envs)
             else:
-                with torch.no_grad():
-                    actions, _ = q_network.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = actions.cpu().numpy()
+                actions = greedy_action(q_network_numpy(obs), atoms)
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)

@@ -1,4 +1,4 @@
-"""numpy_forward: the acting networks of ppo.py and dqn.py, run in numpy, equal torch's forward and follow every update."""
+"""numpy_forward: the acting networks of ppo.py, dqn.py and c51.py, run in numpy, equal torch's forward and follow every update."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from axiomrl import dqn, ppo
+from axiomrl import c51, dqn, ppo
 from axiomrl_utils.numpy_forward import _torch_forward, numpy_forward
 
 
@@ -45,6 +45,21 @@ def test_equals_the_torch_forward(name: str, batch: int) -> None:
     x_before = x.copy()
     forward(x)
     assert np.array_equal(x, x_before), "the caller's observation must not be modified"
+
+
+@pytest.mark.parametrize("batch", [1, 4, 128])
+def test_c51_greedy_action_equals_the_torch_one(batch: int) -> None:
+    """c51.py acts with greedy_action(numpy forward, atoms): the action QNetwork.get_action picks."""
+    rng = np.random.default_rng(batch)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        q_network = c51.QNetwork(vector_spec(8, 5), n_atoms=51, v_min=-10, v_max=10)
+        x = rng.normal(size=(batch, 8)).astype(np.float32)
+        with torch.no_grad():
+            expected, _ = q_network.get_action(torch.as_tensor(x))
+        got = c51.greedy_action(numpy_forward(q_network.network)(x), q_network.atoms.numpy())
+        assert got.dtype == np.int64 and got.shape == (batch,)
+        np.testing.assert_array_equal(got, expected.numpy())
 
 
 def test_follows_optimizer_steps_load_state_dict_and_target_copies() -> None:
