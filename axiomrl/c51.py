@@ -146,8 +146,6 @@ def main(args: Args) -> None:
         optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=0.01 / args.batch_size)
         target_network = QNetwork(envs, n_atoms=args.n_atoms, v_min=args.v_min, v_max=args.v_max).to(device)
         target_network.load_state_dict(q_network.state_dict())
-        # acting in numpy on the live weights (seen by every optimizer step and by a resume's load_state_dict)
-        q_network_numpy, atoms = numpy_forward(q_network.network), q_network.atoms.cpu().numpy()
 
         rb = ReplayBuffer(
             args.buffer_size, envs.single_observation_space, envs.single_action_space,
@@ -161,6 +159,8 @@ def main(args: Args) -> None:
             saved = run.restore(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
             start_step, last_loss, q_values = saved["global_step"], saved["loss"], saved["q_values"]
             obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
+        # acting in numpy on the live weights (every optimizer step is seen); the support is fixed from here on
+        q_network_numpy, atoms = numpy_forward(q_network.network), q_network.atoms.cpu().numpy()
 
         for step in range(start_step, args.total_timesteps):  # `step`: env steps before this one (CleanRL's global_step)
             # ALGO LOGIC: put action logic here
