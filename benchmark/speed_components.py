@@ -55,7 +55,7 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
 
     import gymnasium as gym
 
-    from axiomrl import dqn, ppo
+    from axiomrl import c51, dqn, ppo
     from axiomrl_utils.numpy_forward import numpy_forward
 
     torch.set_num_threads(1)
@@ -106,7 +106,17 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
     b, a = compare(rollout_gumbel, rollout_torch, 2000, rounds)
     out.append(("ppo: the rollout skips the entropy", "rollout step (policy + conversions)", "feba65a", b, a))
     b, a = compare(rollout_torch, rollout_numpy, 2000, rounds)
-    out.append(("ppo: the rollout acts in numpy (numpy_forward, sample_action)", "rollout step (policy + conversions)", "1aff76c", b, a))
+    out.append(("ppo: the rollout acts in numpy (numpy_forward, sample_action as it is now)", "rollout step (policy + conversions)", "1aff76c", b, a))
+
+    def sample_take_along_axis(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # sample_action until 5cb2b29
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        action = (log_probs + np.random.gumbel(size=log_probs.shape)).argmax(-1)
+        return action, np.take_along_axis(log_probs, action[:, None], -1)[:, 0]
+
+    logits = actor_logits(obs)
+    b, a = compare(lambda: sample_take_along_axis(logits), lambda: ppo.sample_action(logits), 4000, rounds)
+    out.append(("ppo: sample_action indexes the log-probability directly", "sampling 4 actions and their log-probabilities", "5cb2b29", b, a))
 
     # --- dqn acting: the Q-network through torch vs numpy_forward on one observation
     q_network = dqn.QNetwork(gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")]))
@@ -118,6 +128,16 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
 
     b, a = compare(act_torch, lambda: q_network_numpy(one_obs).argmax(axis=1), 4000, rounds)
     out.append(("dqn: acting in numpy (numpy_forward)", "greedy action for one observation", "1aff76c", b, a))
+
+    c51_network = c51.QNetwork(gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")]))
+    c51_numpy, atoms = numpy_forward(c51_network.network), c51_network.atoms.numpy()
+
+    def c51_act_torch() -> None:
+        with torch.no_grad():
+            c51_network.get_action(torch.as_tensor(one_obs, dtype=torch.float32))[0].cpu().numpy()
+
+    b, a = compare(c51_act_torch, lambda: c51.greedy_action(c51_numpy(one_obs), atoms), 4000, rounds)
+    out.append(("c51: acting in numpy (numpy_forward, greedy_action)", "greedy action for one observation", "df450b5", b, a))
 
     # --- one PPO minibatch update: per-tensor Adam vs fused Adam
     batch = 512
