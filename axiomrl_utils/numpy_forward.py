@@ -1,13 +1,14 @@
 """A small network's forward pass in numpy, for acting one env step at a time on the CPU.
 
 Acting on a handful of observations is dominated by PyTorch's per-call overhead, not by
-arithmetic: DQN's 4-120-84-2 Q-network's greedy action takes 51 µs per observation through
-`nn.Module`, 11 µs in numpy (benchmark/results/speed_components.md). `numpy_forward(module)`
+arithmetic: DQN's 4-120-84-2 Q-network's greedy action takes ~50 µs per observation through
+`nn.Module`, ~12 µs in numpy (benchmark/results/speed_components.md). `numpy_forward(module)`
 runs an `nn.Sequential` of `Linear` and `ReLU`/`Tanh` layers on numpy views of its parameters:
 no copy, so every in-place update (optimizer steps, `load_state_dict`, `.data.copy_`) is seen
 at once, and a parameter given new storage (`param.data = ...`, `module.double()`) is picked up
 on the next call. Replacing a Parameter object (`load_state_dict(..., assign=True)`,
-`layer.weight = nn.Parameter(...)`) is not: call numpy_forward again after that. Training still goes through torch and autograd.
+`layer.weight = nn.Parameter(...)`) is not: call numpy_forward again after that. Training still
+goes through torch and autograd.
 
     q_values = numpy_forward(q_network.network)      # after .to(device)
     actions = q_values(obs).argmax(axis=1)           # obs: the env's numpy batch
