@@ -14,9 +14,13 @@ constructor), so `EnvNormalization` reads and writes them as a checkpoint object
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _find_wrapper(env: Any, kind: type) -> Any:
@@ -113,14 +117,68 @@ def observation_statistics(state: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
     return mean, var, entries[0]["epsilon"]
 
 
-def normalized_policy(policy: Callable[[Any], Any], state: dict[str, Any]) -> "torch.nn.Module":  # noqa: F821
-    """`policy` on raw observations, normalised and clipped with the frozen statistics in `state`.
+@functools.cache
+def _normalized_policy_type() -> type:
+    """The NormalizedPolicy nn.Module class, defined on first use so that importing this module does not import torch."""
+    import torch
+    from torch import nn
 
-    This is what the agent saw in training, `(obs - mean) / sqrt(var + epsilon)` clipped to
-    ±obs_clip, without updating anything: the policy for `run.evaluate`, `axiomrl eval` and export
-    (an nn.Module with the statistics as buffers, so `axiomrl export` bakes them in).
+    class NormalizedPolicy(nn.Module):
+        """`policy(clip((obs - mean) / sqrt(var + epsilon)))`, with mean and var as buffers."""
+
+        def __init__(self, policy: nn.Module, mean: torch.Tensor, var: torch.Tensor, epsilon: float, clip: Optional[float]) -> None:
+            super().__init__()
+            self.policy = policy
+            self.register_buffer("obs_mean", mean)
+            self.register_buffer("obs_var", var)
+            self.epsilon = float(epsilon)
+            self.clip = None if clip is None else float(clip)
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            # float64 like gymnasium's RunningMeanStd, so the agent sees bit-for-bit its training inputs
+            x = (obs.to(torch.float64) - self.obs_mean) / torch.sqrt(self.obs_var + self.epsilon)
+            if self.clip is not None:
+                x = x.clamp(-self.clip, self.clip)
+            return self.policy(x.to(obs.dtype))
+
+    return NormalizedPolicy
+
+
+def normalized_policy(
+    policy: Callable[[Any], Any],
+    mean: Any,
+    var: Any = None,
+    epsilon: float = 1e-8,
+    clip: Optional[float] = None,
+) -> "torch.nn.Module":
+    """`policy` on raw observations, normalised (and clipped) with frozen statistics: one nn.Module
+    holding the statistics as float64 buffers, so `.to(device)` moves them and `axiomrl export`
+    bakes them into the exported file. Nothing is updated: this is what the agent saw in training.
+
+    Two ways to give the statistics:
+
+    - `normalized_policy(policy, state)` with an `EnvNormalization.state_dict()` (e.g. the
+      checkpoint's `normalization` entry): mean, var and epsilon of its observation statistics
+      (combined over the sub-envs) and its `obs_clip`;
+    - `normalized_policy(policy, mean, var, epsilon=1e-8, clip=None)` with arrays or tensors, e.g.
+      a `NormalizeObservation` wrapper's `obs_rms.mean` / `obs_rms.var` saved in the checkpoint.
+
+    Computes `policy(clip((obs - mean) / sqrt(var + epsilon), -clip, clip))`, which is what
+    `gymnasium.wrappers.NormalizeObservation` followed by an optional clip does. Scripts that
+    normalise observations return this from `load_policy` and evaluate with it.
     """
-    from axiomrl_utils import policy as policy_tools
+    import torch
 
-    mean, var, epsilon = observation_statistics(state)
-    return policy_tools.normalized_policy(policy, mean, var, epsilon=epsilon, clip=float(state["obs_clip"]))
+    from axiomrl_utils.policy import policy_module
+
+    if var is None:  # an EnvNormalization.state_dict()
+        if not isinstance(mean, Mapping):
+            raise TypeError("normalized_policy takes an EnvNormalization.state_dict(), or mean and var")
+        state = mean
+        mean, var, epsilon = observation_statistics(state)
+        clip = float(state["obs_clip"])
+
+    def as_tensor(x: Any) -> "torch.Tensor":
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float64).clone()
+
+    return _normalized_policy_type()(policy_module(policy), as_tensor(mean), as_tensor(var), epsilon, clip)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from axiomrl_utils.jsonl import read_jsonl, write_text_atomic  # noqa: E402
-from axiomrl_utils.run import pid_alive  # noqa: E402
+from axiomrl_utils.host import pid_alive  # noqa: E402
 
 OUT = REPO / "benchmark" / "runs" / "continuous"
 RESULT = REPO / "benchmark" / "results" / "continuous.md"

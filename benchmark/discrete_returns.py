@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from axiomrl_utils.host import pid_alive  # noqa: E402
+
 RUNS = REPO / "benchmark" / "runs" / "discrete"
 SPS_RUNS = REPO / "benchmark" / "runs" / "discrete-atari-sps"
 RESULT = REPO / "benchmark" / "results" / "discrete.md"
@@ -62,18 +65,6 @@ def runs_in(root: Path) -> list[dict]:
     return found
 
 
-def pid_alive(meta: dict) -> bool:
-    if not meta.get("pid"):
-        return False
-    try:
-        os.kill(meta["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def find_run(runs: list[dict], algo: str, env_id: str, seed: int, total: int) -> dict | None:
     """The run of this (algo, env, seed, budget): a finished one first, else the newest other one."""
     matches = [m for m in runs if (m["algo"], m["env_id"], m["seed"], m["total_timesteps"]) == (algo, env_id, seed, total)]
@@ -93,7 +84,7 @@ def others_running(own: list) -> int:
     own_pids = {proc.pid for proc, _, _ in own}
     return sum(
         1 for root in (RUNS, SPS_RUNS) for m in runs_in(root)
-        if m["status"] == "running" and pid_alive(m) and m["pid"] not in own_pids
+        if m["status"] == "running" and pid_alive(m.get("pid")) and m["pid"] not in own_pids
     )
 
 
@@ -208,7 +199,7 @@ def main() -> None:
                     meta = find_run(runs, algo, env_id, seed, opts.total_timesteps)
                     if meta is not None and meta["status"] == "finished":
                         continue
-                    if meta is not None and meta["status"] == "running" and pid_alive(meta):
+                    if meta is not None and meta["status"] == "running" and pid_alive(meta.get("pid")):
                         continue  # another launcher is on it
                     name = f"{algo}_{env_id}_seed{seed}"
                     if meta is not None and meta.get("latest_checkpoint_path"):

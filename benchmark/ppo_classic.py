@@ -39,7 +39,7 @@ def main() -> int:
         print("some runs failed; the leaderboard below covers the finished ones", file=sys.stderr)
     result = REPO / "benchmark" / "results" / "ppo_classic_latest.md"
     board = [
-        sys.executable, "-m", "axiomrl_utils.cli", "leaderboard", str(sweep_dir),
+        sys.executable, "-m", "axiomrl_utils.commands.cli", "leaderboard", str(sweep_dir),
         "--reference", str(REPO / "benchmark" / "reference" / "cleanrl.json"), "--format", "markdown", "--output", str(result),
     ]
     code = subprocess.run(board, cwd=REPO).returncode

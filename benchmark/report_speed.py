@@ -29,8 +29,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # fake_runs: hand-built run directories
 
-from axiomrl_utils.testing import write_run  # noqa: E402
+from fake_runs import write_run  # noqa: E402
 
 ALGOS = ["ppo", "dqn", "c51", "ppo_continuous_action", "sac_continuous_action", "td3_continuous_action",
          "ddpg_continuous_action", "ppo_atari", "dqn_atari", "c51_atari"]
@@ -70,7 +71,7 @@ def time_command(args: list[str], repeats: int, base: list[str] | None = None) -
     """Median wall time and median CPU time (user + sys) of `axiomrl ARGS` in a fresh interpreter,
     after one untimed warm-up. CPU time is the steadier figure when other jobs share the cores."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = (base or [sys.executable, "-m", "axiomrl_utils.cli"]) + args
+    cmd = (base or [sys.executable, "-m", "axiomrl_utils.commands.cli"]) + args
     walls, cpus = [], []
     for i in range(repeats + 1):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -116,7 +117,7 @@ def main() -> None:
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python benchmark/report_speed.py"
         f"{'' if args.runs == 10_000 else f' --runs {args.runs}'}`: "
-        f"{args.runs} synthetic run directories, wall time of a fresh `python -m axiomrl_utils.cli` process, "
+        f"{args.runs} synthetic run directories, wall time of a fresh `python -m axiomrl_utils.commands.cli` process, "
         f"median of {args.repeats} after one warm-up (warm page cache); output to /dev/null.",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPU threads shared with other work, "

@@ -101,7 +101,7 @@ def tiny_ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`axiomrl ARGS` in a fresh interpreter, importable without installing the package."""
-    return run_python("-m", "axiomrl_utils.cli", *args, cwd=cwd, timeout=timeout)
+    return run_python("-m", "axiomrl_utils.commands.cli", *args, cwd=cwd, timeout=timeout)
 
 
 def run_python(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -6,14 +6,15 @@ import re
 import pytest
 
 from axiomrl_utils import __version__
-from axiomrl_utils.doctor import format_lines
-from axiomrl_utils.testing import write_run
+from axiomrl_utils.commands.doctor import format_lines
+
+from fake_runs import write_run
 
 HEAVY = ("torch", "tensorboard", "matplotlib", "ray", "pandas", "scipy", "wandb", "plotly")
 
 PROBE = """
 import sys
-from axiomrl_utils.cli import main
+from axiomrl_utils.commands.cli import main
 try:
     code = main({argv!r})
 except SystemExit as e:

@@ -14,16 +14,12 @@ import pytest
 from scipy import stats
 
 from axiomrl_utils import UsageError
-from axiomrl_utils.report import (
-    DEFAULT_RESAMPLES,
-    find_runs,
-    leaderboard_rows,
-    load_reference,
-    load_runs,
-    run_metric,
-    runs_frame,
-)
-from axiomrl_utils.testing import write_run
+from axiomrl_utils.commands.leaderboard import leaderboard_rows, load_reference
+from axiomrl_utils.commands.report import runs_frame
+from axiomrl_utils.commands.runs import find_runs, load_runs, run_metric
+from axiomrl_utils.commands.stats import DEFAULT_RESAMPLES
+
+from fake_runs import write_run
 
 REPO = Path(__file__).resolve().parents[1]
 CLEANRL = REPO / "benchmark" / "reference" / "cleanrl.json"
@@ -154,7 +150,7 @@ def test_report_formats_parse_back(runs_dir, cli, tmp_path):
 
 
 def test_python_dash_m_report(runs_dir, python):
-    proc = python("-m", "axiomrl_utils.report", str(runs_dir), "--format", "csv")
+    proc = python("-m", "axiomrl_utils.commands.report", str(runs_dir), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(io.StringIO(proc.stdout))) == 12
 
@@ -172,7 +168,7 @@ def _scipy_iqm_ci(x):
 
 @pytest.mark.parametrize("shape", [(2,), (3,), (7,), (50,), (4, 9), (3, 40, 11)])
 def test_bootstrap_iqm_equals_scipy_trim_mean(shape):
-    from axiomrl_utils.report import _iqm
+    from axiomrl_utils.commands.stats import _iqm
 
     x = np.random.default_rng(len(shape)).normal(scale=100.0, size=shape)
     for axis in range(-len(shape), 0):
@@ -369,7 +365,7 @@ def test_plot_png_html_and_per_run(runs_dir, cli, tmp_path):
 def test_plot_without_plotly_skips_html(runs_dir, python, tmp_path):
     code = (
         "import sys; sys.modules['plotly'] = None\n"  # makes `import plotly` fail as when it is not installed
-        "from axiomrl_utils.cli import main\n"
+        "from axiomrl_utils.commands.cli import main\n"
         f"sys.exit(main(['plot', {str(runs_dir)!r}, '--output-dir', {str(tmp_path)!r}, '--metric', 'eval']))"
     )
     proc = python("-c", code)
@@ -382,7 +378,7 @@ def test_plot_without_plotly_skips_html(runs_dir, python, tmp_path):
 
 
 def test_plot_aggregation_grid():
-    from axiomrl_utils.plot import Curve, aggregate_curves, format_steps
+    from axiomrl_utils.commands.plot import Curve, aggregate_curves, format_steps
 
     a = Curve(np.array([0.0, 100.0]), np.array([0.0, 100.0]))
     b = Curve(np.array([50.0, 200.0]), np.array([50.0, 200.0]))

@@ -27,9 +27,9 @@ RETURN_LINE = re.compile(r"^return (-?[\d.]+) ± ([\d.]+) \| length ([\d.]+) ± 
 
 
 def axiomrl(*args: str, cwd: Path | None = None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    """`axiomrl ARGS` in a fresh interpreter: `python -m axiomrl_utils.cli` with the worktree on PYTHONPATH."""
+    """`axiomrl ARGS` in a fresh interpreter: `python -m axiomrl_utils.commands.cli` with the worktree on PYTHONPATH."""
     return subprocess.run(
-        [sys.executable, "-m", "axiomrl_utils.cli", *args],
+        [sys.executable, "-m", "axiomrl_utils.commands.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
         env=script_env(SDL_VIDEODRIVER="dummy", PYGAME_HIDE_SUPPORT_PROMPT="1", **env),
     )
@@ -106,7 +106,7 @@ def test_eval_best_and_latest(run_copy: Path) -> None:
 
 def test_eval_rows_survive_a_concurrent_writer_and_a_torn_line(tmp_path: Path) -> None:
     """The training process keeps eval_episodes.jsonl open in append mode; a killed one leaves a torn line."""
-    from axiomrl_utils.policy import append_jsonl_rows
+    from axiomrl_utils.commands.evaluate import append_jsonl_rows
 
     path = tmp_path / "eval_episodes.jsonl"
     writer = JsonlWriter(path)
@@ -172,7 +172,7 @@ def test_export_gives_the_checkpoints_actions(run_copy: Path, tmp_path: Path, fm
 NORMALISING_SCRIPT = '''
 """ppo.py's agent behind observation normalisation, as a script that normalises would load it."""
 from axiomrl.ppo import Agent, Args, make_env  # noqa: F401
-from axiomrl_utils.policy import normalized_policy
+from axiomrl_utils.normalization import normalized_policy
 
 
 def load_policy(args, checkpoint, envs):
@@ -191,7 +191,7 @@ def test_export_bakes_in_observation_normalisation(run_copy: Path, tmp_path: Pat
     if fmt == "onnx":
         for module in ("onnx", "onnxscript", "onnxruntime"):
             pytest.importorskip(module, reason="the export extra is not installed")
-    from axiomrl_utils.policy import normalized_policy
+    from axiomrl_utils.normalization import normalized_policy
 
     script = tmp_path / "ppo_normalised.py"
     script.write_text(NORMALISING_SCRIPT)
@@ -219,7 +219,8 @@ def test_export_bakes_in_observation_normalisation(run_copy: Path, tmp_path: Pat
 
 def test_policy_module_wraps_what_load_policy_may_return() -> None:
     """A module, a module's method, and a closure over a module and tensors all trace to the same actions."""
-    from axiomrl_utils.policy import normalized_policy, policy_module
+    from axiomrl_utils.normalization import normalized_policy
+    from axiomrl_utils.policy import policy_module
 
     torch.manual_seed(0)
     envs = make_eval_envs([lambda: __import__("gymnasium").make("CartPole-v1")])
@@ -456,7 +457,7 @@ def test_unpack_never_overwrites_a_run(run_copy: Path, tmp_path: Path) -> None:
 def test_share_commands_start_without_torch() -> None:
     """pack and unpack are file operations; no subcommand's --help imports torch."""
     probe = (
-        "import sys\nfrom axiomrl_utils.cli import main\n"
+        "import sys\nfrom axiomrl_utils.commands.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "print('torch' in sys.modules)"
     )

@@ -1,6 +1,6 @@
 """Seed sweeps (`python -m axiomrl_utils.benchmark`): real sweeps of tiny ppo.py runs.
 
-The launcher runs in-process (`benchmark.main`) or as a subprocess (signals); every run is a real
+The launcher runs in-process (`launcher.main`) or as a subprocess (signals); every run is a real
 `python axiomrl/ppo.py` process writing a real run directory. Crashes come from a copy of ppo.py
 that raises after its first checkpoint for the (env, seed) pairs named in AXIOMRL_TEST_CRASH.
 """
@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from axiomrl_utils import UsageError, benchmark, cli
+from axiomrl_utils import UsageError
+from axiomrl_utils.commands import cli
+from axiomrl_utils.commands import sweep as launcher
+from axiomrl_utils.commands.sweep_backends import STATUS_FILE, run_dirs_in
 from axiomrl_utils.jsonl import read_json
-from axiomrl_utils.sweep_backends import STATUS_FILE, run_dirs_in
 
 from conftest import REPO, run_script, script_env, tree_snapshot
 
@@ -78,7 +80,7 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     argv = ["--env-ids", "CartPole-v1", "CartPole-v0", "--command", crashing_ppo, "--num-seeds", "2", "--workers", "2",
             "--retries", "1", "--output-dir", str(tmp_path / "out"), "--name", "bench", "--", *TINY]
     monkeypatch.setenv("AXIOMRL_TEST_CRASH", "CartPole-v1:1:fresh,CartPole-v0:2:always")
-    assert benchmark.main(argv) == 1
+    assert launcher.main(argv) == 1
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("error: 1 of 4 runs failed: ppo__CartPole-v0__seed2 (RuntimeError: simulated crash")
 
@@ -90,7 +92,7 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
         "ppo__CartPole-v1__seed1": "finished", "ppo__CartPole-v1__seed2": "finished",
         "ppo__CartPole-v0__seed1": "finished", "ppo__CartPole-v0__seed2": "failed",
     }
-    threads = max(1, benchmark.cpu_cores() // 2)
+    threads = max(1, launcher.cpu_cores() // 2)
     for key, r in runs.items():
         meta = metadata(sweep_dir, r)
         assert (meta["env_id"], meta["seed"]) == (r["env_id"], r["seed"])
@@ -131,7 +133,7 @@ def test_local_sweep_isolates_a_crash_retries_and_reruns(tmp_path: Path, crashin
     # the same command again: finished runs are left alone, the failed one resumes from its checkpoint
     finished = {k: tree_snapshot(sweep_dir / r["run_dir"]) for k, r in runs.items() if r["status"] == "finished"}
     monkeypatch.delenv("AXIOMRL_TEST_CRASH")
-    assert benchmark.main(argv) == 0
+    assert launcher.main(argv) == 0
     out = capsys.readouterr().out
     assert "4 runs (3 finished before, 1 to run)" in out
     runs = records(sweep_dir)
@@ -183,7 +185,7 @@ def test_ctrl_c_stops_runs_with_a_checkpoint_and_records_interrupted(tmp_path: P
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "SIGINT: stopping" in stdout
-    assert stderr.strip().splitlines()[-1] == f"error: the sweep was interrupted; continue it with `{benchmark.PROG} --resume-sweep {sweep_dir}`"
+    assert stderr.strip().splitlines()[-1] == f"error: the sweep was interrupted; continue it with `{launcher.PROG} --resume-sweep {sweep_dir}`"
     sweep = sweep_json(sweep_dir)
     assert sweep["status"] == "interrupted"
     for r in sweep["runs"]:
@@ -283,7 +285,7 @@ def test_dry_run_validates_and_creates_nothing(tmp_path: Path) -> None:
 def test_bad_input_is_one_sentence_and_creates_nothing(tmp_path: Path, args: list[str], extra: list[str], message: str) -> None:
     out = tmp_path / "out"
     with pytest.raises(UsageError) as err:
-        benchmark.main([*args, "--output-dir", str(out), *(["--", *extra] if extra else [])])
+        launcher.main([*args, "--output-dir", str(out), *(["--", *extra] if extra else [])])
     assert message in str(err.value)
     assert "\n" not in str(err.value) and str(err.value).count(message) == 1  # reported once, not once per seed
     assert not out.exists()
@@ -303,7 +305,7 @@ def test_missing_extra_names_the_install_command(tmp_path: Path, monkeypatch: py
                                                  extra: str) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # `import ray` now raises ImportError, as without the extra
     with pytest.raises(UsageError) as err:
-        benchmark.main(["--env-ids", "CartPole-v1", "--command", PPO, "--backend", backend, "--output-dir", str(tmp_path / "out")])
+        launcher.main(["--env-ids", "CartPole-v1", "--command", PPO, "--backend", backend, "--output-dir", str(tmp_path / "out")])
     assert str(err.value) == f"--backend {backend} needs {module}; install it with `pip install 'axiomrl[{extra}]'`"
     assert not (tmp_path / "out").exists()
 
@@ -312,15 +314,15 @@ def test_rerun_refuses_other_commands_and_non_sweeps(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweeps" / "mine"
     sweep_dir.mkdir(parents=True)
     with pytest.raises(UsageError, match="holds no sweep.json, so it is not a sweep directory"):
-        benchmark.main(["--resume-sweep", str(sweep_dir)])
+        launcher.main(["--resume-sweep", str(sweep_dir)])
     record = {"schema_version": 1, "name": "mine", "status": "finished", "runs": [],
               "settings": {"commands": [PPO], "env_ids": ["CartPole-v1"], "seeds": [1], "extra_args": ["--total-timesteps", "256"]}}
     (sweep_dir / "sweep.json").write_text(json.dumps(record))
     before = tree_snapshot(tmp_path)
     with pytest.raises(UsageError) as err:
-        benchmark.main(["--env-ids", "CartPole-v1", "--command", PPO, "--output-dir", str(tmp_path), "--name", "mine",
-                        "--", "--total-timesteps", "512"])
+        launcher.main(["--env-ids", "CartPole-v1", "--command", PPO, "--output-dir", str(tmp_path), "--name", "mine",
+                       "--", "--total-timesteps", "512"])
     assert "sweep mine was started with the arguments after -- --total-timesteps 256 and this command has --total-timesteps 512" in str(err.value)
     with pytest.raises(UsageError, match="--resume-sweep takes the runs from the sweep's sweep.json; drop --command"):
-        benchmark.main(["--resume-sweep", str(sweep_dir), "--command", PPO])
+        launcher.main(["--resume-sweep", str(sweep_dir), "--command", PPO])
     assert tree_snapshot(tmp_path) == before

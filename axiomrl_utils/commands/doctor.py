@@ -15,12 +15,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from axiomrl_utils import __version__
+from axiomrl_utils import UsageError, __version__
+from axiomrl_utils.envs import register_atari
+from axiomrl_utils.host import nearest_existing_dir, writable_dir_problem
 
 CORE_CHECKS = ("numpy", "torch", "gymnasium", "gymnasium_cartpole", "tyro", "output_dir_writable")
 # import name -> (distribution name, the axiomrl extra that installs it)
@@ -66,11 +67,14 @@ def _import_version(module: str, dist: str | None = None) -> tuple[Any, str]:
     return mod, version
 
 
-def _env_works(env_id: str, register: Callable[[Any], None] | None = None) -> str:
+def _env_works(env_id: str, register: Callable[[], None] | None = None) -> str:
     import gymnasium as gym
 
     if register is not None:
-        register(gym)
+        try:
+            register()
+        except UsageError as e:  # the extra that provides the env is missing
+            raise CheckFailed(f"failed: {e.message}") from None
     env = gym.make(env_id)
     try:
         env.reset(seed=0)
@@ -86,18 +90,11 @@ def check_output_dir(path: str | os.PathLike) -> str:
     Probes with a real temporary file in `path` or its nearest existing parent, and creates nothing
     that stays behind.
     """
-    path = Path(path).absolute()
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise CheckFailed(f"no: {probe} is a file, not a directory")
-    try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".axiomrl-doctor-"):
-            pass
-    except OSError as e:
-        raise CheckFailed(f"no: cannot create a file in {probe} ({e.strerror})") from None
-    return "yes" if probe == path else f"yes (will be created inside {probe})"
+    problem = writable_dir_problem(path)
+    if problem is not None:
+        raise CheckFailed(f"no: {problem}")
+    probe = nearest_existing_dir(Path(path))
+    return "yes" if probe == Path(path).absolute() else f"yes (will be created inside {probe})"
 
 
 def collect(output_dir: str | os.PathLike = "runs", extras: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
@@ -168,19 +165,13 @@ def collect(output_dir: str | os.PathLike = "runs", extras: bool = True) -> tupl
                 check("mujoco_halfcheetah", (lambda: _env_works("HalfCheetah-v5")) if installed and gym_ok
                       else _skip("mujoco missing"))
             elif module == "ale_py":
-                check("ale_roms", (lambda: _env_works("ALE/Pong-v5", _register_ale)) if installed and gym_ok
+                check("ale_roms", (lambda: _env_works("ALE/Pong-v5", register_atari)) if installed and gym_ok
                       else _skip("ale-py missing"))
     else:
         report["extras"] = "skipped (--no-extras)"
 
     report["core"] = "ok" if not failures else "failed: " + ", ".join(failures)
     return report, failures
-
-
-def _register_ale(gym: Any) -> None:
-    import ale_py
-
-    gym.register_envs(ale_py)
 
 
 def _skip(reason: str, core: bool = False) -> Callable[[], str]:

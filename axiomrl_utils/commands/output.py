@@ -1,12 +1,15 @@
-"""Rendering rows for the `axiomrl` command: aligned text, Markdown, CSV or JSON, plus stderr notes.
+"""Rendering rows for the `axiomrl` command: aligned text, Markdown, CSV or JSON, its --format and
+--output options, number cells, and stderr notes.
 
 Human formats (table, markdown) show formatted cells chosen by the caller's `Column`s; machine
 formats (csv, json) write the raw row dicts, so numbers keep full precision and parse back.
-Only the standard library is imported here: `axiomrl report` must start fast.
+Durations are formatted by `axiomrl_utils.console.fmt_duration`. Only the standard library is
+imported here: `axiomrl report` must start fast.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import sys
@@ -14,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from axiomrl_utils.console import MISSING
 from axiomrl_utils.jsonl import dumps, write_text_atomic
 
 FORMATS = ("table", "markdown", "csv", "json")
-MISSING = "-"
 
 
 @dataclass(frozen=True)
@@ -57,23 +60,6 @@ def fmt_int(value: Any) -> str:
         return f"{int(value):,}"
     except (TypeError, ValueError):
         return str(value)
-
-
-def fmt_duration(seconds: Any) -> str:
-    """Seconds as `1h02m03s`, `4m05s` or `12s`; '-' when missing."""
-    if seconds is None or isinstance(seconds, bool):
-        return MISSING
-    try:
-        total = int(round(float(seconds)))
-    except (TypeError, ValueError):
-        return str(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def _text_table(rows: Sequence[dict], columns: Sequence[Column]) -> str:
@@ -127,6 +113,12 @@ def render(rows: Sequence[dict], columns: Sequence[Column], fmt: str) -> str:
     if fmt == "json":
         return dumps(list(rows), indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--format and --output, shared by `axiomrl report` and `axiomrl leaderboard`."""
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
 def write_output(text: str, path: str | Path | None) -> None:

@@ -1,7 +1,9 @@
-"""The `axiomrl` command: report, leaderboard, sweep, plot, doctor, eval, export, pack, unpack.
+"""The `axiomrl` command line: its subcommands (COMMANDS: report, leaderboard, sweep, plot, doctor,
+eval, export, pack, unpack), the top-level parser, and the dispatch to the subcommand's module.
 
-Each subcommand lives in its own module, imported only when that subcommand runs, so
-`axiomrl --version` and `axiomrl --help` import nothing heavy. Adding a subcommand is one entry in
+`python -m axiomrl_utils.commands` and `python -m axiomrl_utils.commands.cli` are `axiomrl`. Each
+subcommand lives in its own module, imported only when that subcommand runs, so `axiomrl --version`
+and `axiomrl --help` import nothing heavy. Adding a subcommand is one entry in
 COMMANDS pointing at two functions of its module:
 
     add_arguments(parser: argparse.ArgumentParser) -> None
@@ -32,41 +34,34 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "report": Command(
-        "axiomrl_utils.report",
+        "axiomrl_utils.commands.report",
         "one row per run: status, steps, returns, wall time, SPS, git commit, reproduce command",
-        "add_report_arguments",
-        "run_report",
     ),
     "leaderboard": Command(
-        "axiomrl_utils.report",
+        "axiomrl_utils.commands.leaderboard",
         "one row per (algo, env): seeds, mean ± std, median, IQM with 95% bootstrap CI; "
         "--reference makes it a regression check",
-        "add_leaderboard_arguments",
-        "run_leaderboard",
     ),
     "sweep": Command(
-        "axiomrl_utils.benchmark",
+        "axiomrl_utils.commands.sweep",
         "run scripts over several envs x seeds in parallel (local processes, Ray or Slurm), rerunnable, "
         "ending with the leaderboard of the runs (same as python -m axiomrl_utils.benchmark)",
     ),
-    "plot": Command("axiomrl_utils.plot", "learning curves per env (PNG, and HTML with plotly)"),
-    "doctor": Command("axiomrl_utils.doctor", "check that this machine can train: versions, extras, output dir"),
+    "plot": Command("axiomrl_utils.commands.plot", "learning curves per env (PNG, and HTML with plotly)"),
+    "doctor": Command("axiomrl_utils.commands.doctor", "check that this machine can train: versions, extras, output dir"),
     "eval": Command(
-        "axiomrl_utils.share",
+        "axiomrl_utils.commands.evaluate",
         "play a checkpoint's deterministic policy again; prints mean ± std return and length, "
         "appends the episodes to the run's eval_episodes.jsonl (tag manual)",
-        "add_eval_arguments",
-        "run_eval",
     ),
     "export": Command(
-        "axiomrl_utils.share",
+        "axiomrl_utils.commands.export",
         "write a checkpoint's policy as a standalone TorchScript or ONNX file (observation batch -> actions)",
-        "add_export_arguments",
-        "run_export",
     ),
-    "pack": Command("axiomrl_utils.share", "zip a run directory to share it", "add_pack_arguments", "run_pack"),
+    "pack": Command("axiomrl_utils.commands.pack", "zip a run directory to share it", "add_pack_arguments", "run_pack"),
     "unpack": Command(
-        "axiomrl_utils.share", "unpack a zip written by `axiomrl pack` into a runs directory", "add_unpack_arguments", "run_unpack"
+        "axiomrl_utils.commands.pack", "unpack a zip written by `axiomrl pack` into a runs directory",
+        "add_unpack_arguments", "run_unpack",
     ),
 }
 

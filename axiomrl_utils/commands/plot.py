@@ -5,7 +5,7 @@ CI of that mean, or ± one std), over environment steps. Seeds log at different 
 seed's curve is interpolated onto a common grid of steps first. Written as PNG (matplotlib) and,
 when plotly is installed, one interactive HTML page holding every env.
 
-Runs are found and filtered by `axiomrl_utils.report`; the curves come from the run's jsonl logs.
+Runs are found and filtered by `axiomrl_utils.commands.runs`; the curves come from the run's jsonl logs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.jsonl import read_jsonl
-from axiomrl_utils.output import note, warn
-from axiomrl_utils.report import Run, add_run_selection_arguments, bootstrap_ci, selected_runs
+from axiomrl_utils.commands.output import note, warn
+from axiomrl_utils.commands.runs import RunRecord, add_run_selection_arguments, selected_runs
+from axiomrl_utils.commands.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,7 +73,7 @@ def _frame(path: Path, columns: Sequence[str]) -> "pd.DataFrame":
     return frame
 
 
-def run_curve(run: Run, metric: str, smooth: int = 100) -> Curve | None:
+def run_curve(run: RunRecord, metric: str, smooth: int = 100) -> Curve | None:
     """`run`'s curve of `metric`, None when its logs hold no such data.
 
     `train`: training episode returns (train_episodes.jsonl), each point the mean of the last
@@ -197,7 +198,7 @@ def plot_env_png(
 
 
 def plot_run_png(
-    run: Run, curve: Curve, raw: Curve | None, color: str, ylabel: str, path: Path, label: str | None = None
+    run: RunRecord, curve: Curve, raw: Curve | None, color: str, ylabel: str, path: Path, label: str | None = None
 ) -> None:
     """One PNG for one run: its curve (and for `train` the unsmoothed returns, faint)."""
     seed = "" if run.seed is None else f", seed {run.seed}"
@@ -254,7 +255,7 @@ def write_html(
 
 
 def make_plots(
-    runs: Sequence[Run],
+    runs: Sequence[RunRecord],
     output_dir: str | Path,
     metric: str = "train",
     smooth: int = 100,
@@ -272,7 +273,7 @@ def make_plots(
         raise UsageError("matplotlib is not installed; install the plot extra: pip install 'axiomrl[plot]'") from None
 
     curves: dict[str, dict[str, list[Curve]]] = {}
-    by_run: list[tuple[Run, Curve]] = []
+    by_run: list[tuple[RunRecord, Curve]] = []
     empty = []
     for run in runs:
         curve = run_curve(run, metric, smooth)

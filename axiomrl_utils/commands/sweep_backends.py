@@ -1,4 +1,5 @@
-"""Running the runs of a sweep: one run end to end (`execute_run`), and where it runs.
+"""Running the runs of a sweep: one run end to end (`execute_run`), and the backends it runs on
+(local processes, Ray, Slurm).
 
 `execute_run` is the whole life of one run of a sweep, wherever it executes (a thread of the local
 launcher, a Ray task, a Slurm job): pick fresh start or `--resume` from what the run's slot holds,
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from axiomrl_utils import UsageError
+from axiomrl_utils.host import run_process_alive
 from axiomrl_utils.jsonl import read_json, write_json_atomic
+from axiomrl_utils.rundir import METADATA_FILE
 
 STATUS_FILE = "sweep-run.json"
 LOG_TAIL_LINES = 20
@@ -78,7 +81,7 @@ def run_dirs_in(slot: Path) -> list[Path]:
     """Run directories in a slot, oldest first (names end in a sortable timestamp)."""
     if not slot.is_dir():
         return []
-    return sorted((p for p in slot.iterdir() if (p / "metadata.json").is_file()), key=lambda p: p.name)
+    return sorted((p for p in slot.iterdir() if (p / METADATA_FILE).is_file()), key=lambda p: p.name)
 
 
 def read_metadata_quiet(run_dir: Optional[Path]) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def read_metadata_quiet(run_dir: Optional[Path]) -> dict[str, Any]:
     if run_dir is None:
         return {}
     try:
-        meta = read_json(run_dir / "metadata.json")
+        meta = read_json(run_dir / METADATA_FILE)
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -94,17 +97,6 @@ def read_metadata_quiet(run_dir: Optional[Path]) -> dict[str, Any]:
 
 def has_checkpoint(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("*.pt"))
-
-
-def alive_elsewhere(meta: dict[str, Any]) -> bool:
-    """True when the run's own process is still training it on this machine."""
-    from axiomrl_utils.run import pid_alive
-
-    return (
-        meta.get("status") == "running"
-        and meta.get("hostname") == socket.gethostname()
-        and pid_alive(meta.get("pid"))
-    )
 
 
 def next_action(slot: Path) -> tuple[str, Optional[Path]]:
@@ -121,7 +113,7 @@ def next_action(slot: Path) -> tuple[str, Optional[Path]]:
     meta = read_metadata_quiet(newest)
     if meta.get("status") == "finished":
         return "skip", newest
-    if alive_elsewhere(meta):
+    if meta.get("status") == "running" and run_process_alive(meta):  # its own process still trains it here
         return "busy", newest
     if has_checkpoint(newest):
         return "resume", newest

@@ -1,12 +1,9 @@
-"""`axiomrl eval`, `axiomrl export`, `axiomrl pack` and `axiomrl unpack`: use a trained run again, ship it, share it.
+"""`axiomrl pack` and `axiomrl unpack`: a run directory as one zip to share, and back, safely.
 
-    axiomrl eval runs/ppo__CartPole-v1__seed1__...                 # best.pt, the run's eval seeds
-    axiomrl export runs/ppo__CartPole-v1__seed1__... --format onnx  # standalone policy file
     axiomrl pack runs/ppo__CartPole-v1__seed1__... --output run.zip
     axiomrl unpack run.zip --output-dir runs
 
-Evaluation and export are in `axiomrl_utils.policy`; packing and unpacking are here. Only the
-standard library is imported at module level, so `axiomrl pack --help` starts fast.
+Nothing heavy (numpy, torch) is imported here, so `axiomrl pack --help` starts fast.
 Docs: docs/eval-export-share.md.
 """
 
@@ -15,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import stat
 import sys
 import zipfile
@@ -24,7 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 from axiomrl_utils import UsageError
-from axiomrl_utils.run import METADATA_FILE
+from axiomrl_utils.commands.trained_run import available_checkpoints, resolve_run
+from axiomrl_utils.host import nearest_existing_dir, run_process_alive
+from axiomrl_utils.rundir import METADATA_FILE
 
 PACK_CHOICES = ("best", "latest", "all")
 # Already compressed: deflating them costs time and saves nothing.
@@ -59,8 +57,6 @@ def pack_files(run_dir: Path, checkpoints: str) -> tuple[list[Path], list[str]]:
         raise UsageError(f"--checkpoints {checkpoints!r} is not one of {', '.join(PACK_CHOICES)}; pass one of those")
     checkpoint_dir = run_dir / "checkpoints"
     if checkpoints != "all" and not (checkpoint_dir / f"{checkpoints}.pt").is_file():
-        from axiomrl_utils.policy import available_checkpoints
-
         held = available_checkpoints(run_dir)
         fix = f"pass --checkpoints {'latest' if 'latest' in held else 'all'}" if held else "pack it with --checkpoints all (it has none)"
         raise UsageError(f"{run_dir} has no checkpoints/{checkpoints}.pt; {fix}")
@@ -89,7 +85,6 @@ def pack(path: str | os.PathLike, checkpoints: str = "best", output: Optional[st
     output is either absent or complete. An existing output file is never overwritten.
     """
     from axiomrl_utils.jsonl import atomic_file
-    from axiomrl_utils.policy import resolve_run
 
     run_dir, _ = resolve_run(path)
     files, chosen = pack_files(run_dir, checkpoints)
@@ -203,7 +198,7 @@ def unpack(zip_path: str | os.PathLike, output_dir: str | os.PathLike = "runs") 
     if target.exists() or target.is_symlink():
         raise UsageError(f"{target} already exists; unpack into another --output-dir, or remove that run first")
     needed = sum(info.file_size for info in infos)
-    probe = root if root.exists() else next((p for p in root.resolve().parents if p.exists()), Path("/"))
+    probe = root if root.exists() else nearest_existing_dir(root.resolve())
     free = shutil.disk_usage(probe).free
     if needed > free:
         raise UsageError(f"{zip_path} unpacks to {needed / 1e6:,.0f} MB but {probe} has {free / 1e6:,.0f} MB free; free some space")
@@ -247,90 +242,7 @@ def unpack(zip_path: str | os.PathLike, output_dir: str | os.PathLike = "runs") 
 
 
 # --------------------------------------------------------------------------------------------
-# The `axiomrl` subcommands (wired in axiomrl_utils/cli.py)
-
-
-def _add_script_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--script",
-        metavar="PATH",
-        help="the training script to rebuild the policy with (default: the one in metadata.json, "
-        "else axiomrl/<algo>.py of the installed package)",
-    )
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="a run directory")
-    parser.add_argument("--checkpoint", default="best", help="best, latest, step_N, or a .pt path (default: best)")
-    parser.add_argument("--episodes", type=int, help="episodes to play (default: the run's --eval-episodes)")
-    parser.add_argument(
-        "--seed", type=int, help="episode i uses env seed SEED+100000+i, as a run with this seed evaluates (default: the run's seed)"
-    )
-    parser.add_argument(
-        "--deterministic", action="store_true", default=True,
-        help="play the deterministic policy that load_policy returns (the default and only mode)",
-    )
-    parser.add_argument("--capture-video", action="store_true", help="record the first episode as an MP4 under RUN/videos/ (video extra)")
-    parser.add_argument("--no-append", action="store_true", help="do not append the episodes to RUN/eval_episodes.jsonl")
-    _add_script_argument(parser)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from axiomrl_utils.policy import evaluate, open_run
-
-    if args.capture_video:
-        # Offscreen rendering (pygame for classic control) needs no display; keep pygame's banner off stdout.
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    run = open_run(args.run, args.checkpoint, args.script)
-    result = evaluate(run, args.episodes, args.seed, args.capture_video, append=not args.no_append)
-    meta, seeds = run.metadata, [e["seed"] for e in result.episodes]
-    played = f"1 episode, seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} episodes, seeds {seeds[0]}..{seeds[-1]}"
-    print(f"{meta['algo']} {meta['env_id']} seed{meta['seed']} | {run.checkpoint_name} (step {run.step:,}) | {played}, deterministic")
-    print(
-        f"return {result.returns.mean():.2f} ± {result.returns.std():.2f} | "
-        f"length {result.lengths.mean():.1f} ± {result.lengths.std():.1f}"
-    )
-    if not args.no_append:
-        print(f"appended {len(result.rows)} rows (tag manual) to {run.dir / 'eval_episodes.jsonl'}", file=sys.stderr)
-    if result.video is not None:
-        print(f"video: {result.video}", file=sys.stderr)
-    return 0
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="a run directory")
-    parser.add_argument("--checkpoint", default="best", help="best, latest, step_N, or a .pt path (default: best)")
-    parser.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="torchscript (torch.jit.load) or onnx (onnxruntime; the export extra)")
-    parser.add_argument("--output", metavar="FILE", help="where to write it (default: RUN/exported/policy_<checkpoint>_step<N>.pt|.onnx)")
-    _add_script_argument(parser)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from axiomrl_utils.policy import default_export_path, export, open_run, require_export_extra
-
-    require_export_extra(args.format)
-    if args.output:  # checked before the run is opened: that imports torch and the script
-        output = Path(args.output).expanduser()
-        if not output.parent.is_dir():
-            raise UsageError(f"--output {output}: the directory {output.parent} does not exist; create it or write elsewhere")
-        _refuse_existing(output)
-    run = open_run(args.run, args.checkpoint, args.script)
-    output = Path(args.output).expanduser() if args.output else default_export_path(run, args.format)
-    _refuse_existing(output)
-    written = export(run, args.format, output)
-    print(written["path"])
-    print(
-        f"{args.format} policy of {run.checkpoint_name} (step {run.step:,}), {written['size_bytes'] / 1024:,.0f} KiB, "
-        f"exported with {written['exporter']}; gives the checkpoint's actions on {written['checked']} test observations",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _refuse_existing(output: Path) -> None:
-    if output.exists():
-        raise UsageError(f"{output} already exists; pass another --output or remove it first")
+# The subcommands (wired in axiomrl_utils/commands/cli.py)
 
 
 def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -340,11 +252,8 @@ def add_pack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from axiomrl_utils.policy import resolve_run
-    from axiomrl_utils.run import pid_alive
-
     _, meta = resolve_run(args.run)
-    if meta.get("status") == "running" and meta.get("hostname") == socket.gethostname() and pid_alive(meta.get("pid")):
+    if meta.get("status") == "running" and run_process_alive(meta):
         print(f"note: the run is still training (process {meta['pid']}); the zip is a snapshot of it now", file=sys.stderr)
     result = pack(args.run, args.checkpoints, args.output)
     print(result.path)

@@ -1,4 +1,4 @@
-"""Hand-built run directories with known numbers, for tests and benchmarks.
+"""Hand-built run directories with known numbers, for tests and benchmarks (`from fake_runs import write_run`).
 
 `write_run` writes what a training script writes (docs/run-directory.md, schema_version 1):
 metadata.json with its `summary`, and the jsonl logs, so readers can be tested without training.

@@ -1,0 +1,240 @@
+"""`axiomrl export`: write a checkpoint's deterministic policy as a standalone TorchScript or ONNX
+file (observation batch -> actions), checked against the checkpoint before it is kept.
+
+    axiomrl export runs/ppo__CartPole-v1__seed1__... --format onnx  # standalone policy file
+
+    run = open_run("runs/ppo__CartPole-v1__seed1__...", checkpoint="best")
+    export(run, "torchscript", Path("policy.pt"))        # or "onnx"
+
+numpy, torch and the ONNX tools are imported inside the functions, so `axiomrl export --help`
+starts fast. Docs: docs/eval-export-share.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from axiomrl_utils import UsageError
+from axiomrl_utils.commands.trained_run import LoadedRun, add_script_argument, first_line, open_run
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+EXPORT_SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+ONNX_EXPORTER = "torch.onnx.export(dynamo=True)"  # the torch.export-based exporter, torch's default since 2.9
+VERIFY_OBSERVATIONS = 256  # observations the exported file is checked on before it is kept
+
+
+def require_export_extra(fmt: str) -> None:
+    """The packages `--format fmt` needs, or one sentence naming the extra."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"--format {fmt!r} is not supported; pass one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx":
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UsageError(f"--format onnx needs {', '.join(missing)}; install them with `pip install 'axiomrl[export]'`")
+
+
+def sample_observations(run: LoadedRun, envs: Any, policy: Any, n: int = VERIFY_OBSERVATIONS) -> "torch.Tensor":
+    """Observations to check an export on: half from playing the policy, half drawn from the observation space."""
+    import numpy as np
+    import torch
+
+    from axiomrl_utils.evaluation import eval_seeds
+
+    seen = []
+    obs, _ = envs.reset(seed=eval_seeds(run.args.seed, envs.num_envs))
+    with torch.inference_mode():
+        while len(seen) * envs.num_envs < n // 2:
+            seen.append(np.asarray(obs, dtype=np.float32))
+            obs, *_ = envs.step(policy(torch.as_tensor(obs, dtype=torch.float32)).numpy())
+    space = envs.single_observation_space
+    space.seed(run.args.seed)
+    drawn = [np.asarray(space.sample(), dtype=np.float32) for _ in range(n - n // 2)]
+    return torch.as_tensor(np.concatenate([np.concatenate(seen)[: n // 2], np.stack(drawn)]))
+
+
+def _same_actions(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Per observation, whether two action batches agree: exactly for integers, to float32 precision else."""
+    import numpy as np
+
+    if expected.shape != got.shape:
+        return np.zeros(len(expected), dtype=bool)
+    if np.issubdtype(expected.dtype, np.integer) or expected.dtype == bool:
+        same = expected == got
+    else:
+        same = np.isclose(expected, got, rtol=1e-4, atol=1e-5)
+    return same.reshape(len(expected), -1).all(axis=1)
+
+
+def export_info(run: LoadedRun, fmt: str, envs: Any, exporter: str) -> dict[str, str]:
+    """What the exported file records about itself (TorchScript extra file / ONNX metadata_props)."""
+    return {
+        "format": fmt,
+        "exporter": exporter,
+        "run_id": run.metadata.get("run_id", run.dir.name),
+        "algo": run.metadata["algo"],
+        "env_id": run.metadata["env_id"],
+        "checkpoint": run.checkpoint_name,
+        "global_step": str(run.step),
+        "observation_space": str(envs.single_observation_space),
+        "action_space": str(envs.single_action_space),
+        "input": "float32 observation batch [batch, *observation_shape]",
+        "output": "deterministic action batch",
+    }
+
+
+def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) -> dict[str, Any]:
+    """Write the checkpoint's deterministic policy as a standalone TorchScript or ONNX file.
+
+    The file maps a float32 observation batch `[batch, *obs_shape]` to the action batch, with
+    whatever `load_policy` does (observation normalisation included) baked in; using it needs
+    torch (`torch.jit.load`) or onnxruntime only. Before the file is put in place it is loaded
+    back and checked to give the checkpoint's actions on VERIFY_OBSERVATIONS observations.
+    The file is written atomically. Returns what was written (path, exporter, check counts).
+    """
+    import torch
+
+    from axiomrl_utils.jsonl import temp_file_for
+
+    require_export_extra(fmt)
+    envs = run.make_envs(1)
+    try:
+        policy = run.policy(envs).cpu()
+        observations = sample_observations(run, envs, policy)
+        with torch.inference_mode():
+            expected = policy(observations).numpy()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = temp_file_for(output)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if fmt == "torchscript":
+                exporter = "torch.jit.trace"
+                got = _export_torchscript(policy, observations, tmp, export_info(run, fmt, envs, exporter))
+            else:
+                exporter, got = _export_onnx(policy, observations, tmp, export_info(run, fmt, envs, ONNX_EXPORTER))
+            same = _same_actions(expected, got)
+            if not same.all():
+                raise UsageError(
+                    f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
+                    f"{len(same)} test observations; nothing was written: try the other --format, or make the script's "
+                    "load_policy return an nn.Module (docs/eval-export-share.md)"
+                )
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        envs.close()
+    return {"path": output, "exporter": exporter, "checked": len(same), "size_bytes": output.stat().st_size}
+
+
+def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> np.ndarray:
+    """Trace and save; return the saved file's actions on `observations`."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but is the TorchScript format
+        try:
+            traced = torch.jit.trace(policy, observations[:2], check_trace=False)
+        except Exception as e:
+            raise UsageError(
+                f"tracing the policy failed ({first_line(e)}); make the script's "
+                "load_policy return an nn.Module or a method of one (docs/eval-export-share.md)"
+            ) from None
+        torch.jit.save(traced, str(path), _extra_files={"axiomrl.json": json.dumps(info)})
+        loaded = torch.jit.load(str(path))
+        with torch.inference_mode():
+            return loaded(observations).numpy()
+
+
+def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> tuple[str, np.ndarray]:
+    """Export with torch.onnx's torch.export-based (dynamo) exporter; return (exporter, the file's actions).
+
+    The batch dimension is dynamic. The model has one input `obs` and one output `action`.
+    """
+    import logging
+
+    import onnx
+    import onnxruntime
+    import torch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    exporter = ONNX_EXPORTER
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                policy,
+                (observations[:2],),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                input_names=["obs"],
+                output_names=["action"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+        except Exception as e:
+            raise UsageError(
+                f"exporting the policy to ONNX failed ({first_line(e)}); "
+                "try --format torchscript"
+            ) from None
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, info)
+    onnx.save(model, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return exporter, session.run(None, {"obs": observations.numpy()})[0]
+
+
+def default_export_path(run: LoadedRun, fmt: str) -> Path:
+    """`RUN/exported/policy_<checkpoint>_step<N>.pt|.onnx`."""
+    return run.dir / "exported" / f"policy_{run.checkpoint.stem}_step{run.step}{EXPORT_SUFFIX[fmt]}"
+
+
+# --------------------------------------------------------------------------------------------
+# The subcommand (wired in axiomrl_utils/commands/cli.py)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `axiomrl export`."""
+    parser.add_argument("run", metavar="RUN", help="a run directory")
+    parser.add_argument("--checkpoint", default="best", help="best, latest, step_N, or a .pt path (default: best)")
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="torchscript (torch.jit.load) or onnx (onnxruntime; the export extra)")
+    parser.add_argument("--output", metavar="FILE", help="where to write it (default: RUN/exported/policy_<checkpoint>_step<N>.pt|.onnx)")
+    add_script_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`axiomrl export`: prints the written path; exit 0, or UsageError."""
+    require_export_extra(args.format)
+    if args.output:  # checked before the run is opened: that imports torch and the script
+        output = Path(args.output).expanduser()
+        if not output.parent.is_dir():
+            raise UsageError(f"--output {output}: the directory {output.parent} does not exist; create it or write elsewhere")
+        _refuse_existing(output)
+    loaded = open_run(args.run, args.checkpoint, args.script)
+    output = Path(args.output).expanduser() if args.output else default_export_path(loaded, args.format)
+    _refuse_existing(output)
+    written = export(loaded, args.format, output)
+    print(written["path"])
+    print(
+        f"{args.format} policy of {loaded.checkpoint_name} (step {loaded.step:,}), {written['size_bytes'] / 1024:,.0f} KiB, "
+        f"exported with {written['exporter']}; gives the checkpoint's actions on {written['checked']} test observations",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _refuse_existing(output: Path) -> None:
+    if output.exists():
+        raise UsageError(f"{output} already exists; pass another --output or remove it first")
