@@ -1,37 +1,35 @@
-"""The replay buffer shared by every off-policy script (dqn, c51, dqn_atari, sac, td3, ddpg).
+"""The replay buffers shared by every off-policy script (dqn, c51, dqn_atari, sac, td3, ddpg).
 
-A numpy ring buffer with one column per vector-env sub-environment:
+Numpy ring buffers with one column per vector-env sub-environment. Scripts build one with
+`make_replay_buffer`, which picks how observations are stored from the observation space:
 
-    rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, envs.single_action_space,
-                      num_envs=args.num_envs, device=device, save_contents=args.save_buffer)
+    rb = make_replay_buffer(args.buffer_size, envs.single_observation_space, envs.single_action_space,
+                            num_envs=args.num_envs, device=device, save_contents=args.save_buffer)
     rb.add(obs, real_next_obs, actions, rewards, terminations, truncations)   # after every envs.step
     data = rb.sample(args.batch_size)          # torch tensors on `device`
     run.save(global_step, ..., rb=rb)          # the buffer is part of the checkpoint
     run.restore(..., rb=rb)                    # ... and comes back bit for bit
 
-What it guarantees:
+The classes differ only in how they store observations, and give back exactly what was added:
+
+- `ReplayBuffer`: observations and next observations in plain arrays (vector observations). It is
+  also the base of the others: the ring, actions/rewards/terminations, sampling, checkpointing.
+- `ObservationStoreReplayBuffer`: each observation stored once (uint8 images, by default).
+- `FrameStackReplayBuffer`: each frame of (K, H, W) frame stacks stored once (Atari).
+
+What every one guarantees:
 
 - `next_obs` passed to `add` is the TRUE next observation: for an env whose episode ended in this
   step, the final observation from `infos["final_obs"]` (vector envs reset in the same step). Only
   terminations are stored as "done": a truncated transition keeps its real final observation, so
   the TD target bootstraps from it.
-- Memory-efficient mode (default for uint8 image observations, e.g. Atari): each observation is
-  stored once. The next observation of slot i is the observation of slot i+1 of the same env,
-  except where that does not hold (the episode ended, or the next `add` did not continue from it);
-  there, the real next observation is kept in a small side store. The newest transition's next
-  observation is held until the following `add`.
-- Frame stacks (K, H, W), such as Atari's 4x84x84, go further: consecutive observations share K-1
-  frames, so each slot keeps only its newest frame, and a whole observation is kept only where a
-  stack does not continue the previous one (after a reset). No frame is stored twice: an Atari
-  transition costs about 7 KB instead of 56 KB. The check is on the data (obs[:-1] equals the
-  previous obs[1:]), so any observation comes back exactly; the K-1 oldest slots of a full ring,
-  whose older frames were just overwritten, are not sampled.
 - `sample` draws indices from the global numpy RNG (`np.random`), which checkpoints save and
   restore, so a resumed run samples exactly what an uninterrupted one would.
 - `state_dict()` holds the filled part of the arrays as torch tensors that share the buffer's
   memory (saving a large buffer does not copy it in RAM first); `load_state_dict()` restores it
-  exactly. With `save_contents=False` (`--no-save-buffer`) checkpoints carry only a marker and a
-  resume starts from an empty buffer, saying so once.
+  exactly. The format (`STATE_FORMAT`, the keys) is the one the single-class buffer wrote, so older
+  checkpoints still load. With `save_contents=False` (`--no-save-buffer`) checkpoints carry only a
+  marker and a resume starts from an empty buffer, saying so once.
 """
 
 from __future__ import annotations
@@ -74,17 +72,16 @@ def _stacks_frames(shape: tuple, slots: int) -> bool:
 def transition_bytes(observation_space: Any, action_space: Any, memory_efficient: Optional[bool] = None, slots: int = 10**9) -> int:
     """Bytes one stored transition takes (observations, action, reward, termination, bookkeeping),
     not counting the side stores (whole observations at episode boundaries)."""
-    if memory_efficient is None:
-        memory_efficient = _is_image(observation_space)
+    storage = _storage_class(observation_space, memory_efficient, slots)
     shape = tuple(observation_space.shape)
     obs = int(np.prod(shape)) * np.dtype(observation_space.dtype).itemsize
     act = int(np.prod(action_space.shape)) * np.dtype(action_space.dtype).itemsize
     common = act + 4 + 1
-    if not memory_efficient:
+    if storage is ReplayBuffer:
         return 2 * obs + common
-    if _stacks_frames(shape, slots):
+    if storage is FrameStackReplayBuffer:
         return obs // shape[0] + 2 + 8 + 8 + common  # newest frame, chain, chain_key, next_index
-    return obs + 8 + common
+    return obs + 8 + common  # observation, next_index
 
 
 def _physical_memory() -> Optional[int]:
@@ -175,12 +172,20 @@ class _ObsPool:
 
 
 class ReplayBuffer:
-    """Ring buffer of transitions from `num_envs` parallel environments (see the module docstring).
+    """Ring buffer of transitions from `num_envs` parallel environments, with observations and next
+    observations in two plain arrays: the storage for vector observations.
 
-    `capacity` is the total number of transitions; each env gets `capacity // num_envs` slots.
-    `memory_efficient` defaults to True for uint8 observations with at least 2 dimensions (images).
+    It owns what every storage shares: the ring (`capacity // num_envs` slots per env, `pos`,
+    `full`), the actions, rewards and terminations, `add`, `sample` and the checkpoint format. A
+    subclass changes only how observations are kept, through the hooks under "observation storage".
     `save_contents=False` keeps the contents out of checkpoints (`--no-save-buffer`).
     """
+
+    memory_efficient = False  # the storage, as the checkpoint layout records it
+    frame_stacked = False
+    observations: Optional[np.ndarray] = None
+    next_observations: Optional[np.ndarray] = None
+    _whole: tuple[str, ...] = ()  # arrays not indexed by slot: checkpoints hold them whole
 
     def __init__(
         self,
@@ -189,7 +194,6 @@ class ReplayBuffer:
         action_space: Any,
         num_envs: int = 1,
         device: Any = "cpu",
-        memory_efficient: Optional[bool] = None,
         save_contents: bool = True,
     ) -> None:
         if num_envs <= 0 or capacity < num_envs:
@@ -200,38 +204,44 @@ class ReplayBuffer:
         self.obs_dtype = np.dtype(observation_space.dtype)
         self.action_shape = tuple(action_space.shape)
         self.action_dtype = np.dtype(action_space.dtype)
-        self.memory_efficient = _is_image(observation_space) if memory_efficient is None else bool(memory_efficient)
-        self.frame_stacked = self.memory_efficient and _stacks_frames(self.obs_shape, self.slots)
         self.save_contents = save_contents
 
         shape = (self.slots, num_envs)
         self.actions = np.zeros(shape + self.action_shape, dtype=self.action_dtype)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.terminations = np.zeros(shape, dtype=bool)
-        self.observations = self.next_observations = self.frames = None
-        if not self.memory_efficient:
-            self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
-            self.next_observations = np.zeros_like(self.observations)
-        else:
-            # next_index -1: the next observation is slot+1's observation (`pending` for the newest
-            # slot); k >= 0: it is side[k] (the episode ended, or the next add did not continue from it).
-            self.next_index = np.full(shape, -1, dtype=np.int64)
-            self.pending = np.zeros((num_envs,) + self.obs_shape, dtype=self.obs_dtype)
-            self.side = _ObsPool(self.obs_shape, self.obs_dtype)
-            if not self.frame_stacked:
-                self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
-            else:
-                # Frame stacks (K, H, W) share K-1 frames with the previous step's, so each slot keeps
-                # only its newest frame. `chain` counts how many of an observation's older frames are
-                # the newest frames of the slots before it (capped at K-1); the rest come from the
-                # whole observation that started the chain, kept in `keyframes` (after a reset, or
-                # whenever an observation does not continue the previous one).
-                self.frames = np.zeros(shape + self.obs_shape[1:], dtype=self.obs_dtype)
-                self.chain = np.zeros(shape, dtype=np.int16)
-                self.chain_key = np.full(shape, -1, dtype=np.int64)
-                self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
-                self.last_obs = np.zeros((num_envs,) + self.obs_shape, dtype=self.obs_dtype)
+        self._allocate(shape)
         self.pos, self.full = 0, False
+
+    # ------------------------------------------------------------------ observation storage
+    def _allocate(self, shape: tuple) -> None:
+        """Create the observation arrays for `shape` = (slots, num_envs)."""
+        self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
+        self.next_observations = np.zeros_like(self.observations)
+
+    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, ends: np.ndarray) -> None:
+        """Keep slot p's observations (`ends`: the envs whose episode ended in this step)."""
+        self.observations[p] = obs
+        self.next_observations[p] = next_obs
+
+    def _sample_slots(self, batch_size: int) -> np.ndarray:
+        """The slots of a batch, drawn from the global numpy RNG."""
+        return np.random.randint(0, self._filled, size=batch_size)
+
+    def _observation_pairs(self, slot: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(observations, next observations) of the (slot, env) pairs."""
+        return self.observations[slot, env], self.next_observations[slot, env]
+
+    def _observation_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that hold observations, by their names in the state dict."""
+        return {"observations": self.observations, "next_observations": self.next_observations}
+
+    def _pools(self) -> dict[str, _ObsPool]:
+        """Growable stores among those arrays, saved with their free lists as `<name>_free`."""
+        return {}
+
+    def _clear(self) -> None:
+        """Reset the bookkeeping that `pos = 0` alone does not (before a load)."""
 
     # ------------------------------------------------------------------ size
     def __len__(self) -> int:
@@ -244,17 +254,8 @@ class ReplayBuffer:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         """Every array the buffer holds, by name."""
-        arrays = {"actions": self.actions, "rewards": self.rewards, "terminations": self.terminations}
-        if not self.memory_efficient:
-            arrays.update(observations=self.observations, next_observations=self.next_observations)
-            return arrays
-        arrays.update(next_index=self.next_index, pending=self.pending, side=self.side.data)
-        if self.frame_stacked:
-            arrays.update(frames=self.frames, chain=self.chain, chain_key=self.chain_key,
-                          keyframes=self.keyframes.data, last_obs=self.last_obs)
-        else:
-            arrays["observations"] = self.observations
-        return arrays
+        return {"actions": self.actions, "rewards": self.rewards, "terminations": self.terminations,
+                **self._observation_arrays()}
 
     @property
     def nbytes(self) -> int:
@@ -283,58 +284,12 @@ class ReplayBuffer:
         terminations = np.asarray(terminations, dtype=bool).reshape(self.num_envs)
         truncations = np.asarray(truncations, dtype=bool).reshape(self.num_envs)
         p = self.pos
-        if not self.memory_efficient:
-            self.observations[p] = obs
-            self.next_observations[p] = next_obs
-        else:
-            newest = (p - 1) % self.slots
-            if len(self):
-                for e in np.flatnonzero(self.next_index[newest] < 0):
-                    if not np.array_equal(obs[e], self.pending[e]):
-                        self.next_index[newest, e] = self.side.put(self.pending[e])
-            # slot p is overwritten now: release what only it referenced
-            self.side.release(self.next_index[p])
-            self.next_index[p] = -1
-            for e in np.flatnonzero(terminations | truncations):
-                self.next_index[p, e] = self.side.put(next_obs[e])
-            self.pending[:] = next_obs
-            if not self.frame_stacked:
-                self.observations[p] = obs
-            else:
-                # a chain's keyframe belongs to its first slot; the slots after it that still use it
-                # are the oldest ones once that slot is overwritten, and sample() skips them
-                self.keyframes.release(self.chain_key[p][self.chain[p] == 0])
-                last = self.obs_shape[0] - 1
-                for e in range(self.num_envs):
-                    if len(self) and np.array_equal(obs[e][:-1], self.last_obs[e][1:]):
-                        self.chain[p, e] = min(int(self.chain[newest, e]) + 1, last)
-                        self.chain_key[p, e] = self.chain_key[newest, e] if self.chain[p, e] < last else -1
-                    else:
-                        self.chain[p, e] = 0
-                        self.chain_key[p, e] = self.keyframes.put(obs[e])
-                self.frames[p] = obs[:, -1]
-                self.last_obs[:] = obs
+        self._store(p, obs, next_obs, terminations | truncations)
         self.actions[p] = np.asarray(actions).reshape((self.num_envs,) + self.action_shape)
         self.rewards[p] = np.asarray(rewards).reshape(self.num_envs)
         self.terminations[p] = terminations
         self.pos = (p + 1) % self.slots
         self.full = self.full or self.pos == 0
-
-    def _stacked(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
-        """Rebuild the observations of (slot, env) pairs from the stored frames and keyframes."""
-        k_frames = self.obs_shape[0]
-        out = np.empty((len(slot),) + self.obs_shape, dtype=self.obs_dtype)
-        chain, key = self.chain[slot, env], self.chain_key[slot, env]
-        for k in range(k_frames):
-            back = k_frames - 1 - k  # frame k is the newest frame of the slot `back` steps earlier ...
-            out[:, k] = self.frames[(slot - back) % self.slots, env]
-            older = back > chain  # ... unless that is before the chain started: then the keyframe has it
-            if older.any():
-                out[older, k] = self.keyframes.data[key[older], k + chain[older]]
-        return out
-
-    def _observations(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
-        return self._stacked(slot, env) if self.frame_stacked else self.observations[slot, env]
 
     def sample(self, batch_size: int) -> ReplayBufferSamples:
         """A batch drawn uniformly (with replacement) with the global numpy RNG, as torch tensors on `device`."""
@@ -342,28 +297,9 @@ class ReplayBuffer:
 
         if len(self) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        if self.frame_stacked and self.full:
-            # the K-1 oldest slots may need frames that were just overwritten: skip them
-            skip = self.obs_shape[0] - 1
-            slot = (self.pos + skip + np.random.randint(0, self.slots - skip, size=batch_size)) % self.slots
-        else:
-            slot = np.random.randint(0, self._filled, size=batch_size)
+        slot = self._sample_slots(batch_size)
         env = np.random.randint(0, self.num_envs, size=batch_size)
-        obs = self._observations(slot, env)
-        if self.memory_efficient:
-            k = self.next_index[slot, env]
-            side = k >= 0
-            newest = ~side & (slot == (self.pos - 1) % self.slots)
-            follows = ~side & ~newest
-            next_obs = np.empty_like(obs)
-            if follows.any():
-                next_obs[follows] = self._observations((slot[follows] + 1) % self.slots, env[follows])
-            if side.any():
-                next_obs[side] = self.side.data[k[side]]
-            if newest.any():
-                next_obs[newest] = self.pending[env[newest]]
-        else:
-            next_obs = self.next_observations[slot, env]
+        obs, next_obs = self._observation_pairs(slot, env)
 
         def to(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
@@ -400,30 +336,24 @@ class ReplayBuffer:
         if not self.save_contents:
             return state
         n = self._filled
-        per_env = ("pending", "side", "keyframes", "last_obs")  # not indexed by slot
-        arrays = {name: a if name in per_env else a[:n] for name, a in self._arrays().items()}
-        if self.memory_efficient:
-            arrays["side_free"] = np.array(self.side.free, dtype=np.int64)
-            if self.frame_stacked:
-                arrays["keyframes_free"] = np.array(self.keyframes.free, dtype=np.int64)
+        arrays = {name: a if name in self._whole else a[:n] for name, a in self._arrays().items()}
+        for name, pool in self._pools().items():
+            arrays[f"{name}_free"] = np.array(pool.free, dtype=np.int64)
         state.update({name: torch.from_numpy(a) for name, a in arrays.items()})
         state.update(pos=self.pos, full=self.full)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict()` saved; a buffer saved without contents leaves this one empty."""
+        """Restore what `state_dict()` saved; a buffer saved without contents leaves this one empty.
+
+        The saved layout (capacity, envs, storage, shapes, dtypes) must be this buffer's."""
         layout = self._layout()
         saved_layout = {k: state.get(k, False if k == "frame_stacked" else None) for k in layout}  # key added later
         if saved_layout != layout:
             diff = ", ".join(f"{k}: saved {saved_layout[k]!r}, now {layout[k]!r}" for k in layout if saved_layout[k] != layout[k])
             raise ValueError(f"the saved replay buffer does not fit this one ({diff})")
         self.pos, self.full = 0, False
-        if self.memory_efficient:
-            self.next_index[:] = -1
-            self.side = _ObsPool(self.obs_shape, self.obs_dtype)
-            if self.frame_stacked:
-                self.chain_key[:] = -1
-                self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
+        self._clear()
         if not state["contents_saved"]:
             print(
                 "note: the checkpoint holds no replay buffer (it was saved with --no-save-buffer); "
@@ -431,14 +361,193 @@ class ReplayBuffer:
                 flush=True,
             )
             return
+        pools = self._pools()
         for name, array in self._arrays().items():
-            if name in ("side", "keyframes"):
+            if name in pools:
                 continue
             saved = state[name].numpy()
             array[: len(saved)] = saved
-        if self.memory_efficient:
-            self.side.data, self.side.free = state["side"].numpy().copy(), state["side_free"].tolist()
-            if self.frame_stacked:
-                self.keyframes.data = state["keyframes"].numpy().copy()
-                self.keyframes.free = state["keyframes_free"].tolist()
+        for name, pool in pools.items():
+            pool.data, pool.free = state[name].numpy().copy(), state[f"{name}_free"].tolist()
         self.pos, self.full = int(state["pos"]), bool(state["full"])
+
+
+class ObservationStoreReplayBuffer(ReplayBuffer):
+    """Each observation stored once: the default for uint8 images.
+
+    The next observation of slot i is the observation of slot i+1 of the same env, except where that
+    does not hold (the episode ended, or the next `add` did not continue from it); there, the real
+    next observation is kept in a small side store (`next_index` points into it). The newest
+    transition's next observation is held in `pending` until the following `add`. Where the
+    observations themselves live is the hook a subclass replaces (`_allocate_obs`, `_store_obs`,
+    `_obs_arrays`, `_observations`).
+    """
+
+    memory_efficient = True
+    _whole = ("pending", "side")
+
+    def _allocate(self, shape: tuple) -> None:
+        # next_index -1: the next observation is slot+1's observation (`pending` for the newest
+        # slot); k >= 0: it is side[k] (the episode ended, or the next add did not continue from it).
+        self.next_index = np.full(shape, -1, dtype=np.int64)
+        self.pending = np.zeros((self.num_envs,) + self.obs_shape, dtype=self.obs_dtype)
+        self.side = _ObsPool(self.obs_shape, self.obs_dtype)
+        self._allocate_obs(shape)
+
+    def _allocate_obs(self, shape: tuple) -> None:
+        self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
+
+    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, ends: np.ndarray) -> None:
+        newest = (p - 1) % self.slots
+        if len(self):
+            for e in np.flatnonzero(self.next_index[newest] < 0):
+                if not np.array_equal(obs[e], self.pending[e]):
+                    self.next_index[newest, e] = self.side.put(self.pending[e])
+        # slot p is overwritten now: release what only it referenced
+        self.side.release(self.next_index[p])
+        self.next_index[p] = -1
+        for e in np.flatnonzero(ends):
+            self.next_index[p, e] = self.side.put(next_obs[e])
+        self.pending[:] = next_obs
+        self._store_obs(p, obs)
+
+    def _store_obs(self, p: int, obs: np.ndarray) -> None:
+        self.observations[p] = obs
+
+    def _observations(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
+        return self.observations[slot, env]
+
+    def _observation_pairs(self, slot: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        obs = self._observations(slot, env)
+        k = self.next_index[slot, env]
+        side = k >= 0
+        newest = ~side & (slot == (self.pos - 1) % self.slots)
+        follows = ~side & ~newest
+        next_obs = np.empty_like(obs)
+        if follows.any():
+            next_obs[follows] = self._observations((slot[follows] + 1) % self.slots, env[follows])
+        if side.any():
+            next_obs[side] = self.side.data[k[side]]
+        if newest.any():
+            next_obs[newest] = self.pending[env[newest]]
+        return obs, next_obs
+
+    def _observation_arrays(self) -> dict[str, np.ndarray]:
+        return {"next_index": self.next_index, "pending": self.pending, "side": self.side.data, **self._obs_arrays()}
+
+    def _obs_arrays(self) -> dict[str, np.ndarray]:
+        return {"observations": self.observations}
+
+    def _pools(self) -> dict[str, _ObsPool]:
+        return {"side": self.side}
+
+    def _clear(self) -> None:
+        self.next_index[:] = -1
+        self.side = _ObsPool(self.obs_shape, self.obs_dtype)
+
+
+class FrameStackReplayBuffer(ObservationStoreReplayBuffer):
+    """Frame stacks (K, H, W), such as Atari's 4x84x84, stored frame by frame: each frame once.
+
+    Consecutive stacks share K-1 frames, so each slot keeps only its newest frame, and a whole
+    observation (a keyframe) only where a stack does not continue the previous one (after a reset).
+    The check is on the data (obs[:-1] equals the previous obs[1:]), so any observation comes back
+    exactly. The K-1 oldest slots of a full ring, whose older frames were just overwritten, are not
+    sampled. Next observations are kept as in `ObservationStoreReplayBuffer`.
+    """
+
+    frame_stacked = True
+    _whole = ("pending", "side", "keyframes", "last_obs")
+
+    def _allocate_obs(self, shape: tuple) -> None:
+        if not _stacks_frames(self.obs_shape, self.slots):
+            raise ValueError(
+                f"frame-stack storage needs (K, H, W) observations with K >= 2 and more than K slots per env "
+                f"(got shape {self.obs_shape}, {self.slots} slots)"
+            )
+        # `chain` counts how many of an observation's older frames are the newest frames of the slots
+        # before it (capped at K-1); the rest come from the whole observation that started the chain,
+        # kept in `keyframes` (after a reset, or whenever an observation does not continue the previous one).
+        self.frames = np.zeros(shape + self.obs_shape[1:], dtype=self.obs_dtype)
+        self.chain = np.zeros(shape, dtype=np.int16)
+        self.chain_key = np.full(shape, -1, dtype=np.int64)
+        self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
+        self.last_obs = np.zeros((self.num_envs,) + self.obs_shape, dtype=self.obs_dtype)
+
+    def _store_obs(self, p: int, obs: np.ndarray) -> None:
+        # a chain's keyframe belongs to its first slot; the slots after it that still use it
+        # are the oldest ones once that slot is overwritten, and sample() skips them
+        newest = (p - 1) % self.slots
+        self.keyframes.release(self.chain_key[p][self.chain[p] == 0])
+        last = self.obs_shape[0] - 1
+        for e in range(self.num_envs):
+            if len(self) and np.array_equal(obs[e][:-1], self.last_obs[e][1:]):
+                self.chain[p, e] = min(int(self.chain[newest, e]) + 1, last)
+                self.chain_key[p, e] = self.chain_key[newest, e] if self.chain[p, e] < last else -1
+            else:
+                self.chain[p, e] = 0
+                self.chain_key[p, e] = self.keyframes.put(obs[e])
+        self.frames[p] = obs[:, -1]
+        self.last_obs[:] = obs
+
+    def _observations(self, slot: np.ndarray, env: np.ndarray) -> np.ndarray:
+        """Rebuild the observations of (slot, env) pairs from the stored frames and keyframes."""
+        k_frames = self.obs_shape[0]
+        out = np.empty((len(slot),) + self.obs_shape, dtype=self.obs_dtype)
+        chain, key = self.chain[slot, env], self.chain_key[slot, env]
+        for k in range(k_frames):
+            back = k_frames - 1 - k  # frame k is the newest frame of the slot `back` steps earlier ...
+            out[:, k] = self.frames[(slot - back) % self.slots, env]
+            older = back > chain  # ... unless that is before the chain started: then the keyframe has it
+            if older.any():
+                out[older, k] = self.keyframes.data[key[older], k + chain[older]]
+        return out
+
+    def _sample_slots(self, batch_size: int) -> np.ndarray:
+        if not self.full:
+            return super()._sample_slots(batch_size)
+        # the K-1 oldest slots may need frames that were just overwritten: skip them
+        skip = self.obs_shape[0] - 1
+        return (self.pos + skip + np.random.randint(0, self.slots - skip, size=batch_size)) % self.slots
+
+    def _obs_arrays(self) -> dict[str, np.ndarray]:
+        return {"frames": self.frames, "chain": self.chain, "chain_key": self.chain_key,
+                "keyframes": self.keyframes.data, "last_obs": self.last_obs}
+
+    def _pools(self) -> dict[str, _ObsPool]:
+        return {**super()._pools(), "keyframes": self.keyframes}
+
+    def _clear(self) -> None:
+        super()._clear()
+        self.chain_key[:] = -1
+        self.keyframes = _ObsPool(self.obs_shape, self.obs_dtype)
+
+
+def _storage_class(observation_space: Any, memory_efficient: Optional[bool], slots: int) -> type[ReplayBuffer]:
+    if memory_efficient is None:
+        memory_efficient = _is_image(observation_space)
+    if not memory_efficient:
+        return ReplayBuffer
+    if _stacks_frames(tuple(observation_space.shape), slots):
+        return FrameStackReplayBuffer
+    return ObservationStoreReplayBuffer
+
+
+def make_replay_buffer(
+    capacity: int,
+    observation_space: Any,
+    action_space: Any,
+    num_envs: int = 1,
+    device: Any = "cpu",
+    memory_efficient: Optional[bool] = None,
+    save_contents: bool = True,
+) -> ReplayBuffer:
+    """The replay buffer for these spaces: what every script builds.
+
+    Observations are stored once (`memory_efficient`, by default for uint8 observations with at least
+    2 dimensions, i.e. images): frame by frame for (K, H, W) stacks with K >= 2 in a ring of more than
+    K slots per env (`FrameStackReplayBuffer`), whole otherwise (`ObservationStoreReplayBuffer`).
+    Anything else, or `memory_efficient=False`, gets plain arrays (`ReplayBuffer`).
+    """
+    cls = _storage_class(observation_space, memory_efficient, capacity // max(num_envs, 1))
+    return cls(capacity, observation_space, action_space, num_envs=num_envs, device=device, save_contents=save_contents)

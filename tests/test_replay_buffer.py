@@ -11,7 +11,13 @@ import torch
 
 from axiomrl_utils import UsageError
 from axiomrl_utils import checkpoint as ckpt
-from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
+from axiomrl_utils.replay_buffer import (
+    FrameStackReplayBuffer,
+    ObservationStoreReplayBuffer,
+    ReplayBuffer,
+    check_replay_buffer,
+    make_replay_buffer,
+)
 
 IMAGE = gym.spaces.Box(0, 255, (4, 6, 6), np.uint8)  # a small frame stack
 VECTOR = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
@@ -79,7 +85,7 @@ def check_samples(rb: ReplayBuffer, world: StackedEpisodes, batch_size: int = 25
 def test_samples_are_the_added_transitions(memory_efficient: bool, num_envs: int) -> None:
     np.random.seed(0)
     world = StackedEpisodes(num_envs)
-    rb = ReplayBuffer(60, IMAGE, DISCRETE, num_envs=num_envs, memory_efficient=memory_efficient)
+    rb = make_replay_buffer(60, IMAGE, DISCRETE, num_envs=num_envs, memory_efficient=memory_efficient)
     for step in range(150):  # wraps around the ring more than twice
         rb.add(*world.step())
         assert len(rb) == min(step + 1, 60 // num_envs) * num_envs
@@ -92,7 +98,7 @@ def test_samples_are_the_added_transitions(memory_efficient: bool, num_envs: int
 
 
 def test_sample_types_and_shapes() -> None:
-    rb = ReplayBuffer(100, VECTOR, BOX_ACTION, num_envs=2)
+    rb = make_replay_buffer(100, VECTOR, BOX_ACTION, num_envs=2)
     assert not rb.memory_efficient
     obs = np.arange(6, dtype=np.float32).reshape(2, 3)
     for _ in range(5):
@@ -104,7 +110,7 @@ def test_sample_types_and_shapes() -> None:
     assert data.terminations.shape == (8,) and data.terminations.dtype == torch.float32
     assert set(data.terminations.tolist()) <= {0.0, 1.0}
 
-    images = ReplayBuffer(10, IMAGE, DISCRETE)
+    images = make_replay_buffer(10, IMAGE, DISCRETE)
     assert images.memory_efficient
     world = StackedEpisodes(1)
     images.add(*world.step())
@@ -116,7 +122,7 @@ def test_sample_types_and_shapes() -> None:
 def test_truncation_keeps_the_final_observation_and_bootstraps() -> None:
     """A truncated step is stored as not terminated, with the real final observation, not the reset one."""
     for memory_efficient in (True, False):
-        rb = ReplayBuffer(10, IMAGE, DISCRETE, memory_efficient=memory_efficient)
+        rb = make_replay_buffer(10, IMAGE, DISCRETE, memory_efficient=memory_efficient)
         world = StackedEpisodes(1)
         obs, true_next, actions, rewards, _, _ = world.step()
         rb.add(obs, true_next, actions, rewards, np.array([False]), np.array([True]))
@@ -136,8 +142,8 @@ def test_frame_stacks_store_each_frame_once() -> None:
     """Atari-like frame stacks: one frame per transition, plus whole observations only where an
     episode starts (keyframes) or ends (final observations)."""
     world = StackedEpisodes(2, end_prob=0.05)
-    compact = ReplayBuffer(1000, IMAGE, DISCRETE, num_envs=2)
-    plain = ReplayBuffer(1000, IMAGE, DISCRETE, num_envs=2, memory_efficient=False)
+    compact = make_replay_buffer(1000, IMAGE, DISCRETE, num_envs=2)
+    plain = make_replay_buffer(1000, IMAGE, DISCRETE, num_envs=2, memory_efficient=False)
     ends = 0
     for _ in range(400):
         step = world.step()
@@ -157,7 +163,7 @@ def test_frame_stacks_store_each_frame_once() -> None:
 def test_image_without_frame_stack_stores_each_observation_once() -> None:
     """2-D uint8 images (no stack axis): the observation-level memory-efficient mode."""
     space = gym.spaces.Box(0, 255, (6, 6), np.uint8)
-    rb = ReplayBuffer(100, space, DISCRETE)
+    rb = make_replay_buffer(100, space, DISCRETE)
     assert rb.memory_efficient and not rb.frame_stacked and rb.next_observations is None
     rng = np.random.default_rng(0)
     log = {}
@@ -175,7 +181,7 @@ def test_image_without_frame_stack_stores_each_observation_once() -> None:
 
 def test_stacks_that_do_not_continue_are_stored_whole() -> None:
     """3-D uint8 observations that are not shifted frame stacks still come back exactly."""
-    rb = ReplayBuffer(40, IMAGE, DISCRETE)
+    rb = make_replay_buffer(40, IMAGE, DISCRETE)
     rng = np.random.default_rng(0)
     log = {}
     obs = rng.integers(0, 256, (1,) + IMAGE.shape, dtype=np.uint8)
@@ -192,7 +198,7 @@ def test_stacks_that_do_not_continue_are_stored_whole() -> None:
 
 def test_side_stores_are_recycled_when_slots_are_overwritten() -> None:
     world = StackedEpisodes(1, end_prob=0.2)
-    rb = ReplayBuffer(50, IMAGE, DISCRETE)
+    rb = make_replay_buffer(50, IMAGE, DISCRETE)
     for _ in range(2000):
         rb.add(*world.step())
         assert len(rb.side) == int((rb.next_index >= 0).sum()) <= 50
@@ -203,7 +209,7 @@ def test_side_stores_are_recycled_when_slots_are_overwritten() -> None:
 def test_discontinuity_keeps_the_real_next_observation() -> None:
     """When the next add does not start from the previous next_obs (envs reset after a resume
     without their state), the previous transition still gets its true next observation."""
-    rb = ReplayBuffer(10, IMAGE, DISCRETE)
+    rb = make_replay_buffer(10, IMAGE, DISCRETE)
     world = StackedEpisodes(1, end_prob=0.0)
     first = world.step()
     rb.add(*first)
@@ -221,7 +227,7 @@ def test_discontinuity_keeps_the_real_next_observation() -> None:
 
 def test_sampling_follows_the_global_numpy_rng() -> None:
     world = StackedEpisodes(2)
-    rb = ReplayBuffer(100, IMAGE, DISCRETE, num_envs=2)
+    rb = make_replay_buffer(100, IMAGE, DISCRETE, num_envs=2)
     for _ in range(80):
         rb.add(*world.step())
     np.random.seed(3)
@@ -250,12 +256,12 @@ def _states_equal(a: ReplayBuffer, b: ReplayBuffer) -> None:
 @pytest.mark.parametrize("steps", [30, 130])  # partly filled, wrapped around
 def test_save_load_round_trip_is_exact(tmp_path: Path, memory_efficient: bool, steps: int) -> None:
     world = StackedEpisodes(2)
-    rb = ReplayBuffer(100, IMAGE, DISCRETE, num_envs=2, memory_efficient=memory_efficient)
+    rb = make_replay_buffer(100, IMAGE, DISCRETE, num_envs=2, memory_efficient=memory_efficient)
     for _ in range(steps):
         rb.add(*world.step())
     path = tmp_path / "rb.pt"
     torch.save(rb.state_dict(), path)
-    restored = ReplayBuffer(100, IMAGE, DISCRETE, num_envs=2, memory_efficient=memory_efficient)
+    restored = make_replay_buffer(100, IMAGE, DISCRETE, num_envs=2, memory_efficient=memory_efficient)
     restored.load_state_dict(torch.load(path, weights_only=False))
     _states_equal(rb, restored)
     assert len(restored) == len(rb)
@@ -274,14 +280,14 @@ def test_save_load_round_trip_is_exact(tmp_path: Path, memory_efficient: bool, s
 
 
 def test_state_dict_shares_memory_and_saves_only_filled_slots() -> None:
-    rb = ReplayBuffer(1000, IMAGE, DISCRETE)
+    rb = make_replay_buffer(1000, IMAGE, DISCRETE)
     world = StackedEpisodes(1)
     for _ in range(10):
         rb.add(*world.step())
     state = rb.state_dict()
     assert state["frames"].shape[0] == 10
     assert np.shares_memory(state["frames"].numpy(), rb.frames)
-    plain = ReplayBuffer(1000, VECTOR, DISCRETE)
+    plain = make_replay_buffer(1000, VECTOR, DISCRETE)
     plain.add(np.zeros((1, 3)), np.ones((1, 3)), [1], [1.0], [False], [False])
     assert plain.state_dict()["observations"].shape[0] == 1
     assert np.shares_memory(plain.state_dict()["observations"].numpy(), plain.observations)
@@ -289,7 +295,7 @@ def test_state_dict_shares_memory_and_saves_only_filled_slots() -> None:
 
 def test_checkpoint_records_the_buffer_size(tmp_path: Path) -> None:
     """Through the real checkpoint code: resume_state names the buffer with its bytes; the file holds it."""
-    rb = ReplayBuffer(5000, IMAGE, DISCRETE)
+    rb = make_replay_buffer(5000, IMAGE, DISCRETE)
     world = StackedEpisodes(1)
     for _ in range(3000):
         rb.add(*world.step())
@@ -298,18 +304,18 @@ def test_checkpoint_records_the_buffer_size(tmp_path: Path) -> None:
     assert resume_state["modules"]["rb"] >= expected
     size = ckpt.save_atomic(payload, tmp_path / "step_3000.pt")
     assert size >= expected
-    restored = ReplayBuffer(5000, IMAGE, DISCRETE)
+    restored = make_replay_buffer(5000, IMAGE, DISCRETE)
     ckpt.load_into(ckpt.load(tmp_path / "step_3000.pt"), {"rb": restored})
     _states_equal(rb, restored)
 
 
 def test_without_contents_a_resume_starts_empty_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rb = ReplayBuffer(100, VECTOR, DISCRETE, save_contents=False)
+    rb = make_replay_buffer(100, VECTOR, DISCRETE, save_contents=False)
     for _ in range(20):
         rb.add(np.zeros((1, 3)), np.ones((1, 3)), [1], [1.0], [False], [False])
     payload, resume_state = ckpt.build_payload({"rb": rb}, None, {"global_step": 20})
     assert resume_state["modules"]["rb"] == 0
-    fresh = ReplayBuffer(100, VECTOR, DISCRETE)
+    fresh = make_replay_buffer(100, VECTOR, DISCRETE)
     for _ in range(3):
         fresh.add(np.zeros((1, 3)), np.ones((1, 3)), [1], [1.0], [False], [False])
     fresh.load_state_dict(payload["rb"])
@@ -318,9 +324,52 @@ def test_without_contents_a_resume_starts_empty_and_says_so(tmp_path: Path, caps
 
 
 def test_loading_into_a_different_buffer_is_refused() -> None:
-    rb = ReplayBuffer(100, VECTOR, DISCRETE)
+    rb = make_replay_buffer(100, VECTOR, DISCRETE)
     with pytest.raises(ValueError, match="capacity: saved 100, now 200"):
-        ReplayBuffer(200, VECTOR, DISCRETE).load_state_dict(rb.state_dict())
+        make_replay_buffer(200, VECTOR, DISCRETE).load_state_dict(rb.state_dict())
+
+
+def test_make_replay_buffer_picks_the_storage_from_the_spaces() -> None:
+    flat_image = gym.spaces.Box(0, 255, (6, 6), np.uint8)
+    assert type(make_replay_buffer(100, VECTOR, DISCRETE)) is ReplayBuffer
+    assert type(make_replay_buffer(100, IMAGE, DISCRETE, memory_efficient=False)) is ReplayBuffer
+    assert type(make_replay_buffer(100, flat_image, DISCRETE)) is ObservationStoreReplayBuffer
+    assert type(make_replay_buffer(100, VECTOR, DISCRETE, memory_efficient=True)) is ObservationStoreReplayBuffer
+    assert type(make_replay_buffer(8, IMAGE, DISCRETE, num_envs=2)) is ObservationStoreReplayBuffer  # 4 slots: no room to stack
+    assert type(make_replay_buffer(100, IMAGE, DISCRETE, num_envs=2)) is FrameStackReplayBuffer
+    with pytest.raises(ValueError, match="capacity >= num_envs >= 1"):
+        make_replay_buffer(10, IMAGE, DISCRETE, num_envs=0)
+
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "replay_buffer_format1.pt"
+
+
+@pytest.mark.parametrize("kind", ["plain", "store", "stack"])
+def test_state_saved_by_the_single_class_buffer_loads_and_continues_exactly(kind: str) -> None:
+    """tests/fixtures/replay_buffer_format1.pt was written by the one-class ReplayBuffer (see
+    make_replay_buffer_format1.py next to it): its state dicts load into today's classes, which
+    sample the same batches, and after the same adds hold a bit-identical state."""
+    import hashlib
+
+    fixture = torch.load(FORMAT1, weights_only=False)[kind]
+    layout = fixture["layout"]
+    space = gym.spaces.Box(0, 255, layout["shape"], np.dtype(layout["dtype"]))
+    rb = make_replay_buffer(layout["capacity"], space, gym.spaces.Discrete(3), num_envs=layout["num_envs"],
+                            memory_efficient=kind != "plain")
+    rb.load_state_dict(fixture["state"])
+    assert rb.memory_efficient == (kind != "plain") and rb.frame_stacked == (kind == "stack") and rb.full
+    np.random.seed(7)
+    assert all(torch.equal(u, v) for u, v in zip(rb.sample(16), fixture["sample_before"]))
+    for step in zip(*fixture["more"]):
+        rb.add(*step)
+    np.random.seed(8)
+    assert all(torch.equal(u, v) for u, v in zip(rb.sample(16), fixture["sample_after"]))
+    state = rb.state_dict()
+    assert list(state) == list(fixture["final_digest"])
+    for key, expected in fixture["final_digest"].items():
+        value = state[key]
+        got = hashlib.sha256(value.numpy().tobytes()).hexdigest() if isinstance(value, torch.Tensor) else value
+        assert got == expected, key
 
 
 @pytest.mark.parametrize(
