@@ -25,9 +25,11 @@ from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.envs import require_env, require_positive
 from axiomrl_utils.numpy_forward import numpy_forward
-from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
+from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
+
+LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 
 @dataclass
@@ -133,7 +135,7 @@ def main(args: Args) -> None:
     observation_space, action_space = require_env(args.env_id, "c51.py", action_space="discrete")
     check_replay_buffer(args.buffer_size, args.batch_size, 1, observation_space, action_space)
 
-    with start_run(args, __file__) as run:
+    with start_run(args, __file__, log_every=LOG_EVERY) as run:
         # seeding
         seed_everything(args.seed, args.torch_deterministic)
         device = select_device(args.cuda)
@@ -147,17 +149,18 @@ def main(args: Args) -> None:
         target_network = QNetwork(envs, n_atoms=args.n_atoms, v_min=args.v_min, v_max=args.v_max).to(device)
         target_network.load_state_dict(q_network.state_dict())
 
-        rb = ReplayBuffer(
+        rb = make_replay_buffer(
             args.buffer_size, envs.single_observation_space, envs.single_action_space,
             device=device, save_contents=args.save_buffer,
         )
 
         # start the game, or continue it from the checkpoint (--resume)
-        start_step, last_loss, q_values = 0, None, None
+        run.declare_state(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
+        start_step = 0
         obs, _ = envs.reset(seed=args.seed)
         if args.resume:
-            saved = run.restore(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
-            start_step, last_loss, q_values = saved["global_step"], saved["loss"], saved["q_values"]
+            saved = run.restore()
+            start_step = saved["global_step"]
             obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
         # acting in numpy on the live weights (every optimizer step is seen); the support is fixed from here on
         q_network_numpy, atoms = numpy_forward(q_network.network), q_network.atoms.cpu().numpy()
@@ -174,6 +177,7 @@ def main(args: Args) -> None:
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step = step + 1
             run.log_episodes(global_step, infos)
+            run.log_metrics(global_step, {"charts/epsilon": epsilon})
 
             # the true next observation: an episode that ended was reset in this step, its last observation is in final_obs
             real_next_obs = next_obs.copy()
@@ -210,7 +214,8 @@ def main(args: Args) -> None:
 
                     _, old_pmfs = q_network.get_action(data.observations, data.actions)
                     loss = (-(target_pmfs * old_pmfs.clamp(min=1e-5, max=1 - 1e-5).log()).sum(-1)).mean()
-                    last_loss, q_values = loss.detach(), (old_pmfs.detach() * q_network.atoms).sum(1).mean()
+                    q_values = (old_pmfs.detach() * q_network.atoms).sum(1).mean()
+                    run.log_metrics(global_step, {"losses/loss": loss.detach(), "losses/q_values": q_values})
 
                     # optimize the model
                     optimizer.zero_grad()
@@ -221,20 +226,11 @@ def main(args: Args) -> None:
                 if step % args.target_network_frequency == 0:
                     target_network.load_state_dict(q_network.state_dict())
 
-            # evaluation, logging (every 100 steps, as CleanRL), checkpoints (run management: see axiomrl_utils/run.py)
-            evaluated = run.due("eval", global_step)
-            if evaluated:
+            # evaluation, checkpoints (run management: see axiomrl_utils/run/__init__.py)
+            if run.due("eval", global_step):
                 run.evaluate(global_step, q_network.act, make_env)
-            if evaluated or global_step % 100 == 0:
-                metrics = {"charts/epsilon": epsilon}
-                if last_loss is not None:
-                    metrics.update({"losses/loss": last_loss.item(), "losses/q_values": q_values.item()})
-                run.log_metrics(global_step, metrics)
             if run.due("checkpoint", global_step):
-                run.save(
-                    global_step, q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb,
-                    envs=envs, obs=obs, loss=last_loss, q_values=q_values,
-                )
+                run.save(global_step, obs=obs)
             if run.stop_requested:
                 break
 

@@ -25,9 +25,11 @@ from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.envs import require_env, require_positive
 from axiomrl_utils.numpy_forward import numpy_forward
-from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
+from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
+
+LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 
 @dataclass
@@ -112,7 +114,7 @@ def main(args: Args) -> None:
     observation_space, action_space = require_env(args.env_id, "dqn.py", action_space="discrete")
     check_replay_buffer(args.buffer_size, args.batch_size, 1, observation_space, action_space)
 
-    with start_run(args, __file__) as run:
+    with start_run(args, __file__, log_every=LOG_EVERY) as run:
         # seeding
         seed_everything(args.seed, args.torch_deterministic)
         device = select_device(args.cuda)
@@ -128,20 +130,21 @@ def main(args: Args) -> None:
         optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
         target_network = QNetwork(envs).to(device)
         target_network.load_state_dict(q_network.state_dict())
-        # acting's forward pass, in numpy on the same (live) weights: a fifth of torch's cost per observation
+        # acting's forward pass, in numpy on the same (live) weights: torch's per-call cost dominates one observation
         q_network_numpy = numpy_forward(q_network.network)
 
-        rb = ReplayBuffer(
+        rb = make_replay_buffer(
             args.buffer_size, envs.single_observation_space, envs.single_action_space,
             device=device, save_contents=args.save_buffer,
         )
 
         # start the game, or continue it from the checkpoint (--resume)
-        start_step, td_loss, q_values = 0, None, None
+        run.declare_state(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
+        start_step = 0
         obs, _ = envs.reset(seed=args.seed)
         if args.resume:
-            saved = run.restore(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
-            start_step, td_loss, q_values = saved["global_step"], saved["td_loss"], saved["q_values"]
+            saved = run.restore()
+            start_step = saved["global_step"]
             obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
 
         for step in range(start_step, args.total_timesteps):  # `step`: env steps before this one (CleanRL's global_step)
@@ -156,6 +159,7 @@ def main(args: Args) -> None:
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step = step + 1
             run.log_episodes(global_step, infos)
+            run.log_metrics(global_step, {"charts/epsilon": epsilon})
 
             # the true next observation: an episode that ended was reset in this step, its last observation is in final_obs
             real_next_obs = next_obs.copy()
@@ -175,7 +179,7 @@ def main(args: Args) -> None:
                         td_target = data.rewards + args.gamma * target_max * (1 - data.terminations)
                     old_val = q_network(data.observations).gather(1, data.actions.unsqueeze(1)).squeeze(1)
                     loss = F.mse_loss(td_target, old_val)
-                    td_loss, q_values = loss.detach(), old_val.detach().mean()
+                    run.log_metrics(global_step, {"losses/td_loss": loss.detach(), "losses/q_values": old_val.detach().mean()})
 
                     # optimize the model
                     optimizer.zero_grad()
@@ -189,20 +193,11 @@ def main(args: Args) -> None:
                             args.tau * q_network_param.data + (1.0 - args.tau) * target_network_param.data
                         )
 
-            # evaluation, logging (every 100 steps, as CleanRL), checkpoints (run management: see axiomrl_utils/run.py)
-            evaluated = run.due("eval", global_step)
-            if evaluated:
+            # evaluation, checkpoints (run management: see axiomrl_utils/run/__init__.py)
+            if run.due("eval", global_step):
                 run.evaluate(global_step, q_network.act, make_env)
-            if evaluated or global_step % 100 == 0:
-                metrics = {"charts/epsilon": epsilon}
-                if td_loss is not None:
-                    metrics.update({"losses/td_loss": td_loss.item(), "losses/q_values": q_values.item()})
-                run.log_metrics(global_step, metrics)
             if run.due("checkpoint", global_step):
-                run.save(
-                    global_step, q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb,
-                    envs=envs, obs=obs, td_loss=td_loss, q_values=q_values,
-                )
+                run.save(global_step, obs=obs)
             if run.stop_requested:
                 break
 

@@ -158,11 +158,12 @@ def main(args: Args) -> None:
         values = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
         # start the game, or continue it from the checkpoint (--resume)
+        run.declare_state(agent=agent, optimizer=optimizer, envs=envs)  # what every checkpoint holds
         global_step, start_iteration = 0, 1
         next_obs, _ = envs.reset(seed=args.seed)
         next_done = np.zeros(args.num_envs, dtype=np.float32)
         if args.resume:
-            saved = run.restore(agent=agent, optimizer=optimizer, envs=envs)
+            saved = run.restore()
             global_step, start_iteration = saved["global_step"], saved["iteration"] + 1
             if saved["envs_restored"]:
                 next_obs, next_done = saved["next_obs"], saved["next_done"]
@@ -278,9 +279,6 @@ def main(args: Args) -> None:
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-            # evaluation, logging, checkpoints (run management: see axiomrl_utils/run.py)
-            if run.due("eval", global_step):
-                run.evaluate(global_step, agent.act, make_env)
             run.log_metrics(
                 global_step,
                 {
@@ -295,11 +293,12 @@ def main(args: Args) -> None:
                     "losses/explained_variance": float(explained_var),
                 },
             )
+
+            # evaluation, checkpoints (run management: see axiomrl_utils/run/__init__.py)
+            if run.due("eval", global_step):
+                run.evaluate(global_step, agent.act, make_env)
             if run.due("checkpoint", global_step):
-                run.save(
-                    global_step, agent=agent, optimizer=optimizer, envs=envs,
-                    iteration=iteration, next_obs=next_obs, next_done=next_done,
-                )
+                run.save(global_step, iteration=iteration, next_obs=next_obs, next_done=next_done)
             if run.stop_requested:
                 break
 

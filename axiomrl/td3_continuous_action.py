@@ -23,11 +23,11 @@ import torch.optim as optim
 from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.envs import require_env, require_positive
-from axiomrl_utils.replay_buffer import ReplayBuffer, check_replay_buffer
+from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
 
-LOG_EVERY = 100  # environment steps between metrics.jsonl lines, as CleanRL
+LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 
 @dataclass
@@ -138,7 +138,7 @@ def main(args: Args) -> None:
     obs_space = gym.spaces.Box(-np.inf, np.inf, observation_space.shape, np.float32)
     check_replay_buffer(args.buffer_size, args.batch_size, args.num_envs, obs_space, action_space)
 
-    with start_run(args, __file__) as run:
+    with start_run(args, __file__, log_every=LOG_EVERY) as run:
         # seeding
         seed_everything(args.seed, args.torch_deterministic)
         device = select_device(args.cuda)
@@ -164,20 +164,21 @@ def main(args: Args) -> None:
         target_low = torch.as_tensor(action_low, dtype=torch.float32, device=device)
         target_high = torch.as_tensor(action_high, dtype=torch.float32, device=device)
 
-        rb = ReplayBuffer(
+        rb = make_replay_buffer(
             args.buffer_size, obs_space, envs.single_action_space,
             num_envs=args.num_envs, device=device, save_contents=args.save_buffer,
         )
 
         # start the game, or continue it from the checkpoint (--resume)
-        start_step, metrics = 0, {}
+        run.declare_state(  # what every checkpoint holds
+            actor=actor, qf1=qf1, qf2=qf2, target_actor=target_actor, qf1_target=qf1_target, qf2_target=qf2_target,
+            q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs,
+        )
+        start_step = 0
         obs, _ = envs.reset(seed=args.seed)
         if args.resume:
-            saved = run.restore(
-                actor=actor, qf1=qf1, qf2=qf2, target_actor=target_actor, qf1_target=qf1_target, qf2_target=qf2_target,
-                q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs,
-            )
-            start_step, metrics = saved["global_step"], saved["metrics"]
+            saved = run.restore()
+            start_step = saved["global_step"]
             obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
 
         # `step`: env steps done before this one (CleanRL's global_step); global_step: after it
@@ -236,7 +237,7 @@ def main(args: Args) -> None:
                     actor_optimizer.zero_grad()
                     actor_loss.backward()
                     actor_optimizer.step()
-                    metrics["losses/actor_loss"] = actor_loss.item()
+                    run.log_metrics(global_step, {"losses/actor_loss": actor_loss.detach()})
 
                     # update the target network
                     for param, target_param in zip(actor.parameters(), target_actor.parameters()):
@@ -246,25 +247,19 @@ def main(args: Args) -> None:
                     for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
                         target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
 
-                metrics.update({
-                    "losses/qf1_values": qf1_a_values.mean().item(),
-                    "losses/qf2_values": qf2_a_values.mean().item(),
-                    "losses/qf1_loss": qf1_loss.item(),
-                    "losses/qf2_loss": qf2_loss.item(),
-                    "losses/qf_loss": qf_loss.item() / 2.0,
+                run.log_metrics(global_step, {
+                    "losses/qf1_values": qf1_a_values.detach().mean(),
+                    "losses/qf2_values": qf2_a_values.detach().mean(),
+                    "losses/qf1_loss": qf1_loss.detach(),
+                    "losses/qf2_loss": qf2_loss.detach(),
+                    "losses/qf_loss": qf_loss.detach() / 2.0,
                 })
 
-            # evaluation, logging, checkpoints (run management: see axiomrl_utils/run.py)
-            evaluated = run.due("eval", global_step)
-            if evaluated:
+            # evaluation, checkpoints (run management: see axiomrl_utils/run/__init__.py)
+            if run.due("eval", global_step):
                 run.evaluate(global_step, actor.act, make_env)
-            if evaluated or global_step % LOG_EVERY < args.num_envs or global_step + args.num_envs > args.total_timesteps:
-                run.log_metrics(global_step, metrics)
             if run.due("checkpoint", global_step):
-                run.save(
-                    global_step, actor=actor, qf1=qf1, qf2=qf2, target_actor=target_actor, qf1_target=qf1_target,
-                    qf2_target=qf2_target, q_optimizer=q_optimizer, actor_optimizer=actor_optimizer, rb=rb, envs=envs, obs=obs, metrics=metrics,
-                )
+                run.save(global_step, obs=obs)
             if run.stop_requested:
                 break
 

@@ -24,8 +24,16 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass
 class RunArgs:
-    """Flags every AxiomRL script shares: seeding, device, and run management."""
+    """Flags every AxiomRL script shares: seeding, device, and run management.
 
+    `env_id` and `total_timesteps` are read by run management too; every script declares them
+    again with its own default and help, which keeps them first in its `--help`.
+    """
+
+    env_id: str = "CartPole-v1"
+    """the id of the environment"""
+    total_timesteps: int = 500000
+    """total timesteps of the experiments"""
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the environments)"""
     torch_deterministic: bool = True
@@ -177,7 +185,7 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
     """
     import tyro
 
-    from axiomrl_utils.run import find_run_to_resume
+    from axiomrl_utils.rundir import find_run_to_resume
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = tyro.cli(args_type, args=argv)
@@ -186,7 +194,7 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
     run_dir = find_run_to_resume(
         args.resume,
         algo=Path(script).stem,
-        env_id=args.env_id if _flag_given(argv, "env_id") else None,  # type: ignore[attr-defined]
+        env_id=args.env_id if _flag_given(argv, "env_id") else None,
         seed=args.seed if _flag_given(argv, "seed") else None,
     )
     saved = load_args(args_type, run_dir)

@@ -1,11 +1,11 @@
 """A small network's forward pass in numpy, for acting one env step at a time on the CPU.
 
 Acting on a handful of observations is dominated by PyTorch's per-call overhead, not by
-arithmetic: DQN's 4-120-84-2 Q-network's greedy action takes ~50 µs per observation through
-`nn.Module`, ~12 µs in numpy (benchmark/results/speed_components.md). `numpy_forward(module)`
-runs an `nn.Sequential` of `Linear` and `ReLU`/`Tanh` layers on numpy views of its parameters:
-no copy, so every in-place update (optimizer steps, `load_state_dict`, `.data.copy_`) is seen
-at once, and a parameter given new storage (`param.data = ...`, `module.double()`) is picked up
+arithmetic, so a small network's forward pass is several times cheaper in numpy (the measured
+figures: benchmark/results/speed_components.md). `numpy_forward(module)` runs an
+`nn.Sequential` of `Linear` and `ReLU`/`Tanh` layers on numpy views of its parameters: no copy,
+so every in-place update (optimizer steps, `load_state_dict`, `.data.copy_`) is seen at once,
+and a parameter given new storage (`param.data = ...`, `module.double()`) is picked up
 on the next call. Replacing a Parameter object (`load_state_dict(..., assign=True)`,
 `layer.weight = nn.Parameter(...)`) is not: call numpy_forward again after that. Training still
 goes through torch and autograd.

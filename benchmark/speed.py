@@ -85,7 +85,10 @@ class NoRunManagement:
     def __exit__(self, *exc: Any) -> bool:
         return False
 
-    def restore(self, **objects: Any) -> dict:
+    def declare_state(self, envs: Any = None, **objects: Any) -> None:
+        pass
+
+    def restore(self) -> dict:
         raise RuntimeError("NoRunManagement cannot resume")
 
     def log_episodes(self, global_step: int, infos: dict) -> None:
@@ -106,7 +109,7 @@ class NoRunManagement:
 
 
 # Every entry point of run management a script calls: start_run, then these methods of the Run it returns.
-RUN_METHODS = ("__enter__", "__exit__", "restore", "log_episodes", "log_metrics", "due", "evaluate", "save")
+RUN_METHODS = ("__enter__", "__exit__", "declare_state", "restore", "log_episodes", "log_metrics", "due", "evaluate", "save")
 
 
 def _timed(fn: Callable, spent: list[float]) -> Callable:
@@ -189,7 +192,7 @@ def axiomrl_script(name: str, bare: bool, steps: int, seed: int, out: str) -> Ca
         if bare:
             run = NoRunManagement()
             mark_first_call(NoRunManagement, "log_episodes", loop_start)
-            script.start_run = lambda args, file: run
+            script.start_run = lambda args, file, **options: run
             script.main(args)
             return run.global_step, None, loop_start[0]
         spent = [0.0, 0]

@@ -224,7 +224,7 @@ def rows(rounds: int) -> list[tuple[str, str, str, list[float], list[float]]]:
         b, a = compare(per_scalar, per_row, 300, rounds)
         out.append(("logger: one TensorBoard event per row", "a 12-metric row to TensorBoard", "5c7cf1d", b, a))
 
-        from axiomrl_utils.logger import TensorBoardWriter
+        from axiomrl_utils.tensorboard_writer import TensorBoardWriter
 
         own = TensorBoardWriter(Path(tmp))
         b, a = compare(per_row, lambda: own.add_scalars(row, next(step)), 300, rounds)
@@ -241,7 +241,7 @@ def tensorboard_import_row(rounds: int) -> tuple[str, str, str, list[float], lis
         "if sys.argv[1] == 'summarywriter':\n"
         "    from torch.utils.tensorboard import SummaryWriter; SummaryWriter(tempfile.mkdtemp()).close()\n"
         "else:\n"
-        "    from axiomrl_utils.logger import TensorBoardWriter; TensorBoardWriter(pathlib.Path(tempfile.mkdtemp())).close()\n"
+        "    from axiomrl_utils.tensorboard_writer import TensorBoardWriter; TensorBoardWriter(pathlib.Path(tempfile.mkdtemp())).close()\n"
         "print(time.process_time() - t)"
     ) % str(REPO)
     before, after = alternate_in_subprocesses(code, ("summarywriter", "own"), rounds)

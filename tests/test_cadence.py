@@ -38,7 +38,7 @@ def _drive(run: Any, steps: list[int], evaluations: Optional[dict[int, float]] =
         if run.due("eval", step):
             evals.append(step)
             if evaluations is not None:  # what Run.evaluate records after playing its episodes
-                run._record_evaluation(step, {"eval/return_mean": evaluations[step]})
+                run.record_evaluation(step, {"eval/return_mean": evaluations[step]})
         if run.due("checkpoint", step):
             checkpoints.append(step)
             run.save(step)  # records a new best, as in the scripts
@@ -62,7 +62,7 @@ def test_cadence_and_last_step(tmp_path: Path, total: int, increment: int, eval_
     evals, checkpoints = _drive(run, steps)
     assert evals == ([] if eval_every == 0 else _expected(steps, eval_every, total))
     assert checkpoints == _expected(steps, checkpoint_every, total)
-    run._closed = True
+    run.close()
 
 
 def test_a_larger_last_step_is_still_the_last(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_a_larger_last_step_is_still_the_last(tmp_path: Path) -> None:
     evals, checkpoints = _drive(run, steps)
     assert evals == [300, 600, 900, 995] and checkpoints == [400, 800, 995]
     assert evals == _expected(steps, 300, 1000) and checkpoints == _expected(steps, 400, 1000)
-    run._closed = True
+    run.close()
 
 
 def test_new_best_evaluation_checkpoints_at_once(tmp_path: Path) -> None:
@@ -82,26 +82,26 @@ def test_new_best_evaluation_checkpoints_at_once(tmp_path: Path) -> None:
     evals, checkpoints = _drive(run, list(range(1, 1001)), results)
     assert evals == list(range(100, 1001, 100))
     assert checkpoints == [100, 200, 400, 500, 700, 800, 1000]
-    run._closed = True
+    run.close()
 
 
 def test_training_metric_best_is_checked_every_step(tmp_path: Path) -> None:
     run = _run(tmp_path, total_timesteps=300, eval_every=0, checkpoint_every=1000, best_metric="losses/td_loss", best_mode="min")
     checkpoints = []
     for step in range(1, 301):
-        run._latest_metrics = {"losses/td_loss": 1.0 / step if step in (37, 38, 150) else 10.0}
+        run.log_metrics(step, {"losses/td_loss": 1.0 / step if step in (37, 38, 150) else 10.0})
         if run.due("checkpoint", step):
             checkpoints.append(step)
             run.save(step)
     assert checkpoints == [1, 37, 38, 150, 300]
-    run._closed = True
+    run.close()
 
 
 def test_pause_at_step_and_signal_make_a_checkpoint_due(tmp_path: Path) -> None:
     run = _run(tmp_path, total_timesteps=10_000, eval_every=5000, checkpoint_every=5000, pause_at_step=1234)
     _, checkpoints = _drive(run, list(range(1, 1300)))
     assert checkpoints[0] == 1234
-    run._closed = True
+    run.close()
 
     run = _run(tmp_path / "b", total_timesteps=10_000, eval_every=5000, checkpoint_every=5000)
     try:
@@ -114,5 +114,4 @@ def test_pause_at_step_and_signal_make_a_checkpoint_due(tmp_path: Path) -> None:
                 break
         assert stopped_at == 2000
     finally:
-        run._restore_signal_handlers()
-        run._closed = True
+        run.close()

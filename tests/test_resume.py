@@ -237,7 +237,7 @@ def test_parent_directory_picks_the_newest_matching_run(tmp_path: Path) -> None:
         ppo.main(tiny_ppo_args(tmp_path, seed=seed, total_timesteps=256, eval_every=0, pause_at_step=128))
     newest_seed1 = [d for d in run_dirs(tmp_path) if meta_of(d)["seed"] == 1][-1]
     seed2 = [d for d in run_dirs(tmp_path) if meta_of(d)["seed"] == 2][0]
-    from axiomrl_utils.run import find_run_to_resume
+    from axiomrl_utils.rundir import find_run_to_resume
 
     assert find_run_to_resume(str(tmp_path), "ppo", seed=1) == newest_seed1.resolve()
     assert find_run_to_resume(str(tmp_path), "ppo", seed=2) == seed2.resolve()
@@ -311,3 +311,39 @@ def test_resume_from_the_shell_bad_path_is_one_line(tmp_path: Path) -> None:
     proc = run_script("ppo.py", "--resume", str(tmp_path / "missing"))
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1 and "no such directory" in proc.stderr
+
+
+PRE_PACKAGE_RUNS = REPO / "tests" / "fixtures" / "runs_d80e42f"  # made by make_runs_d80e42f.sh
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_a_run_paused_before_the_run_package_resumes_exactly(tmp_path: Path, algo: str) -> None:
+    """A checkpoint written by the code before axiomrl_utils/run/ (state listed at restore and save,
+    rows decided by the script) continues with the current code as an uninterrupted run would."""
+    import importlib
+    import shutil
+
+    from axiomrl_utils.args import load_args, parse_args
+
+    module = importlib.import_module(f"axiomrl.{algo}")
+    source = next(PRE_PACKAGE_RUNS.glob(f"{algo}__*"))
+    run_dir = tmp_path / "runs" / source.name
+    shutil.copytree(source, run_dir)
+    paused_at = meta_of(run_dir)["total_steps"]
+    logs_before = {name: read_jsonl(run_dir / name) for name in LOGS}
+
+    module.main(parse_args(module.Args, module.__file__, ["--resume", str(run_dir), "--no-progress"]))
+    meta = meta_of(run_dir)
+    assert meta["status"] == "finished" and meta["total_steps"] == meta["total_timesteps"] > paused_at
+    assert meta["resumes"][-1]["from_step"] == paused_at and meta["resumes"][-1]["envs_restored"] is True
+
+    # the same run without the pause, by the current code
+    args = load_args(module.Args, run_dir)
+    args.output_dir, args.resume, args.pause_at_step, args.progress = str(tmp_path / "fresh"), None, None, False
+    module.main(args)
+    fresh = only_run(tmp_path / "fresh")
+    for name in LOGS:
+        fresh_rows = strip_wall_clock(read_jsonl(fresh / name))
+        if strip_wall_clock(logs_before[name]) != [r for r in fresh_rows if r["global_step"] <= paused_at]:
+            pytest.skip(f"this CPU's floating point differs from the machine that wrote the fixture ({name} before the pause)")
+        assert strip_wall_clock(read_jsonl(run_dir / name)) == fresh_rows, name

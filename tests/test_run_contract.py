@@ -21,7 +21,8 @@ from axiomrl_utils import checkpoint as ckpt
 from axiomrl_utils.args import load_args
 from axiomrl_utils.evaluation import make_eval_envs
 from axiomrl_utils.jsonl import read_jsonl
-from axiomrl_utils.run import create_run_dir, git_state, sanitize_env_id
+from axiomrl_utils.provenance import git_state
+from axiomrl_utils.rundir import create_run_dir, sanitize_env_id
 
 from conftest import TINY_PPO, logged_eval_returns, only_run, reevaluate, run_dirs, run_script, strip_wall_clock, tiny_ppo_args
 
@@ -207,7 +208,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
 def test_runs_started_together_get_their_own_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
-    from axiomrl_utils import run as run_module
+    from axiomrl_utils import rundir as run_module
 
     frozen = dt.datetime(2026, 1, 2, 3, 4, 5, 678901)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from axiomrl_utils.logger import TensorBoardWriter, _masked_crc32c
+from axiomrl_utils.tensorboard_writer import TensorBoardWriter, _masked_crc32c
 
 
 def _records(path: Path) -> list[bytes]:
@@ -79,7 +79,7 @@ def test_does_not_import_tensorboard(tmp_path: Path) -> None:
     import sys
 
     code = (
-        "import sys, pathlib; from axiomrl_utils.logger import TensorBoardWriter; "
+        "import sys, pathlib; from axiomrl_utils.tensorboard_writer import TensorBoardWriter; "
         f"w = TensorBoardWriter(pathlib.Path({str(tmp_path)!r}), purge_step=3); w.add_scalars({{'a': 1}}, 5); w.close(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'google', 'torch')))"
     )

@@ -1,0 +1,86 @@
+"""`--resume`: every check before anything on disk changes, then reopening the run directory at
+its checkpoint (logs cut back to the checkpoint's step, a `resumes` entry in metadata.json)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from axiomrl_utils import UsageError
+from axiomrl_utils import checkpoint as ckpt
+from axiomrl_utils.args import RunArgs, check_config_drift, read_config
+from axiomrl_utils.host import run_process_alive
+from axiomrl_utils.jsonl import truncate_jsonl
+from axiomrl_utils.provenance import git_state
+from axiomrl_utils.rundir import find_run_to_resume, read_metadata, utc_now
+
+
+class Resume(NamedTuple):
+    """A checked resume: the run, its metadata, the checkpoint to continue from, accepted config changes."""
+
+    run_dir: Path
+    metadata: dict[str, Any]
+    checkpoint: Path
+    payload: dict[str, Any]
+    config_changes: dict[str, tuple[Any, Any]]
+
+    @property
+    def step(self) -> int:
+        return self.payload[ckpt.RESERVED]["global_step"]
+
+
+def prepare_resume(args: RunArgs, algo: str) -> Resume:
+    """Every check a resume needs, done before anything on disk changes; UsageError on bad input."""
+    assert args.resume is not None
+    run_dir = find_run_to_resume(args.resume, algo)
+    meta = read_metadata(run_dir)
+    if meta.get("status") == "running" and run_process_alive(meta) and meta.get("pid") != os.getpid():
+        raise UsageError(f"{run_dir} is still being trained by process {meta['pid']}; stop it first (or wait for it)")
+    changes = check_config_drift(read_config(run_dir), args)
+    try:
+        path, payload = ckpt.load_newest(run_dir / "checkpoints")
+    except ckpt.CheckpointError as e:
+        raise UsageError(f"{e}; the run cannot be resumed, start a new one instead") from None
+    reserved = payload[ckpt.RESERVED]
+    if reserved.get("algo") != algo:
+        raise UsageError(f"{path} was saved by {reserved.get('algo')}.py, not {algo}.py; resume it with that script")
+    step, total = reserved["global_step"], args.total_timesteps
+    if meta.get("status") == "finished" and total <= step:
+        raise UsageError(
+            f"{run_dir} already finished its {step:,} steps; pass --total-timesteps larger than {step} to train it further"
+        )
+    if total <= step:
+        raise UsageError(f"the checkpoint is at step {step:,} but --total-timesteps is {total:,}; pass a larger --total-timesteps")
+    return Resume(run_dir, meta, path, payload, changes)
+
+
+def reopen_run_dir(resume: Resume, args: RunArgs, script_dir: Path) -> dict[str, Any]:
+    """Cut the logs back to the checkpoint's step and record this resume; returns the metadata to continue with."""
+    from axiomrl_utils.run.metadata import wandb_identity
+
+    run_dir, meta, step = resume.run_dir, resume.metadata, resume.step
+    for name in ("metrics.jsonl", "train_episodes.jsonl"):
+        truncate_jsonl(run_dir / name, lambda row: row.get("global_step", -1) <= step)
+    # evaluations of `axiomrl eval` (other tags) are not part of training and stay
+    truncate_jsonl(run_dir / "eval_episodes.jsonl", lambda row: row.get("tag") != "train" or row.get("global_step", -1) <= step)
+    truncate_jsonl(run_dir / "checkpoints" / "checkpoints.jsonl", lambda row: row.get("step", -1) <= step)
+    git, _ = git_state(script_dir)
+    meta["resumes"].append(
+        {
+            "time_utc": utc_now(),
+            "from_step": step,
+            "checkpoint": str(resume.checkpoint.relative_to(run_dir)),
+            "argv": list(sys.argv),
+            "config_changes": {k: [old, new] for k, (old, new) in resume.config_changes.items()},
+            "git": git,
+            "envs_restored": None,
+        }
+    )
+    meta.update({"status": "running", "error": None, "stop_reason": None, "pid": os.getpid(), "hostname": socket.gethostname()})
+    meta["total_timesteps"] = meta["benchmark"]["total_timesteps"] = args.total_timesteps
+    if args.track and not meta.get("wandb"):
+        meta["wandb"] = wandb_identity(args)
+    return meta

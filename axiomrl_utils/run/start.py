@@ -1,0 +1,84 @@
+"""`start_run`: check the run-management flags, then create the run directory (or reopen one with
+--resume) and hand back the `Run` that trains in it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
+
+from axiomrl_utils import UsageError
+from axiomrl_utils.args import RunArgs, write_config
+from axiomrl_utils.host import writable_dir_problem
+from axiomrl_utils.jsonl import write_json_atomic, write_text_atomic
+from axiomrl_utils.provenance import git_state
+from axiomrl_utils.run.resume import prepare_resume, reopen_run_dir
+from axiomrl_utils.run.training_run import Run
+from axiomrl_utils.rundir import DRY_RUN_OK, METADATA_FILE, create_run_dir
+
+
+def check_run_args(args: RunArgs) -> None:
+    """Run-management flags that cannot work, and extras they need, before anything is created."""
+    from axiomrl_utils.envs import require_positive
+
+    require_positive(args, "total_timesteps", "eval_episodes", "keep_checkpoints")
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 (off) or positive (got {getattr(args, name)})")
+    if args.pause_at_step is not None and args.pause_at_step <= 0:
+        raise UsageError(f"--pause-at-step must be positive (got {args.pause_at_step})")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise UsageError("--track needs Weights & Biases; install it with `pip install 'axiomrl[wandb]'`")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        raise UsageError("--capture-video needs moviepy; install it with `pip install 'axiomrl[video]'`")
+
+
+def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Run:
+    """Create a run directory (or reopen one with --resume) and everything it holds; return the Run.
+
+    Fresh run: `<output_dir>/<algo>__<env>__seed<seed>__<time>/` with metadata.json, config.yaml,
+    code.diff (dirty git tree only), log files and TensorBoard/W&B writers. With --resume: the same
+    directory, logs cut back to the checkpoint's step, a `resumes` entry, TensorBoard purged past
+    that step, W&B resumed under the same id. Bad input raises UsageError before any change.
+
+    `log_every`: write a metrics row every this many steps (and at the last step); None writes one
+    at each step the script logs metrics at (once per iteration for PPO).
+    """
+    from axiomrl_utils.run.metadata import new_metadata
+
+    script_path = Path(script).resolve()
+    algo = script_path.stem
+    check_run_args(args)
+    if args.dry_run:
+        if args.resume:
+            prepare_resume(args, algo)
+        what = f"resume of {args.resume}" if args.resume else f"{algo} on {args.env_id} seed {args.seed}"
+        print(f"{DRY_RUN_OK}: {what}; the arguments are valid and nothing was created", flush=True)
+        raise SystemExit(0)
+    if args.resume:
+        resume = prepare_resume(args, algo)
+        meta = reopen_run_dir(resume, args, script_path.parent)
+        write_config(resume.run_dir, args)
+        run = Run(args, algo, resume.run_dir, meta, log_every=log_every, resume_payload=resume.payload)
+        run._write_metadata()
+        return run
+
+    output_dir = Path(args.output_dir).expanduser()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write to --output-dir {args.output_dir} ({e.strerror or e}); pass a writable directory") from None
+    problem = writable_dir_problem(output_dir)
+    if problem:
+        raise UsageError(f"cannot write to --output-dir {args.output_dir} ({problem}); pass a writable directory")
+    run_dir = create_run_dir(output_dir, algo, args.env_id, args.seed)
+    git, diff = git_state(script_path.parent)
+    write_config(run_dir, args)
+    if diff is not None:
+        write_text_atomic(run_dir / "code.diff", diff)
+    meta = new_metadata(args, algo, script_path, run_dir, git)
+    write_json_atomic(run_dir / METADATA_FILE, meta)
+    run = Run(args, algo, run_dir, meta, log_every=log_every)
+    run._write_metadata()
+    return run
