@@ -66,7 +66,8 @@ class Cadence:
         anyway. `urgent_from` is the first step at which it can say yes on its own (0: any step;
         NEVER: only after `wake`). `ignore_shortcut` looks past the shortcut (a signal arrived).
         """
-        self.observe(step)
+        if step != self._prev_step:
+            self.observe(step)
         if step < self._quiet_until[kind] and not ignore_shortcut:
             return False
         last_done, every = self.last_done[kind], self.intervals[kind]

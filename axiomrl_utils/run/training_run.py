@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from axiomrl_utils import checkpoint as ckpt
 from axiomrl_utils.args import RunArgs, args_to_dict
@@ -44,6 +44,7 @@ class Run:
         self._session_start_step, self._session_start = self.global_step, time.monotonic()
         self._wall_time_prior = float(saved.get("wall_time_s", 0.0))
         self._open_step: Optional[int] = None  # the step whose metrics row is not decided yet
+        self._last_row_step: Optional[int] = None
         self._last_saved_step: Optional[int] = None
         self._eval_envs: Any = None
         self._closed = False
@@ -53,6 +54,10 @@ class Run:
         self.best = BestTracker(args.best_metric, args.best_mode, saved.get("best"))
         # log_every None: a row at each step the script logged metrics at; N: at multiples of N and the last step
         self.log_every = log_every
+        pause = args.pause_at_step
+        # the first step at which a checkpoint can be urgent by itself: any step when a training metric
+        # picks the best; otherwise only at --pause-at-step (an evaluation or a signal wakes it)
+        self._checkpoint_urgent_from = 0 if not self.best.by_evaluation else (pause if pause is not None else NEVER)
         self.cadence = Cadence(
             args.total_timesteps,
             {"eval": args.eval_every, "checkpoint": args.checkpoint_every, "log": log_every or 0},
@@ -130,16 +135,19 @@ class Run:
     # ------------------------------------------------------------------ logging
     def log_episodes(self, global_step: int, infos: dict[str, Any]) -> None:
         """Log every training episode that ended in this step (gymnasium's vector `infos["episode"]`)."""
-        if global_step != self._open_step:
-            self._advance(global_step)
-        self.metrics.episodes(global_step, infos)
+        # called at every env step: only closes an earlier step that has something to decide
+        if self._open_step is not None and global_step != self._open_step:
+            self._close_step()
+        if "_episode" in infos:
+            self.metrics.episodes(global_step, infos)
 
     def log_metrics(self, global_step: int, metrics: dict[str, Any]) -> None:
         """Log metrics where they are computed (numbers or one-element tensors); the run writes
         them in the metrics rows it decides on (see axiomrl_utils/run/metrics.py)."""
         if global_step != self._open_step:
             self._advance(global_step)
-        self.metrics.log(global_step, metrics)
+        self.metrics.logged.update(metrics)  # inline MetricsLog.log: off-policy scripts call this every step
+        self.metrics.logged_at = global_step
 
     def _advance(self, global_step: int) -> None:
         """A call for a new step: the previous step is over, so write its row if it gets one."""
@@ -148,17 +156,17 @@ class Run:
 
     def _close_step(self) -> None:
         step, self._open_step = self._open_step, None
-        if step is None:
+        if step is None or step == self._last_row_step:
             return
-        evaluated = self.metrics.eval_at == step and bool(self.metrics.pending_eval)
         if self.log_every:
-            row_due = self.cadence.due("log", step) or evaluated
+            row_due = self.cadence.due("log", step)
         else:
-            row_due = self.metrics.logged_at == step or evaluated
-        if row_due:
+            row_due = self.metrics.logged_at == step
+        if row_due or (self.metrics.eval_at == step and self.metrics.pending_eval):
             self._write_row(step)
 
     def _write_row(self, step: int) -> None:
+        self._last_row_step = step
         session_seconds = max(time.monotonic() - self._session_start, 1e-9)
         sps = (step - self._session_start_step) / session_seconds
         self.metrics.write_row(step, sps, self._wall_time_prior + session_seconds)
@@ -168,7 +176,7 @@ class Run:
             self._write_metadata()
 
     # ------------------------------------------------------------------ cadence
-    def due(self, kind: str, global_step: int) -> bool:
+    def due(self, kind: Literal["eval", "checkpoint"], global_step: int) -> bool:
         """Whether to evaluate (`kind="eval"`) or checkpoint (`"checkpoint"`) at this step.
 
         True when `global_step` crossed a multiple of --eval-every / --checkpoint-every, at the last
@@ -180,15 +188,15 @@ class Run:
         self.global_step = global_step
         if kind == "eval":
             return self.cadence.due("eval", global_step)
-        pause = self.args.pause_at_step
-        urgent_from = 0 if not self.best.by_evaluation else (pause if pause is not None else NEVER)
+        if kind != "checkpoint":
+            raise ValueError(f"run.due takes 'eval' or 'checkpoint', not {kind!r}")
         return self.cadence.due(
-            kind,
-            global_step,
-            urgent=lambda: self.stop_requested or self._best_pending(),
-            urgent_from=urgent_from,
-            ignore_shortcut=self.signals.received is not None,
+            "checkpoint", global_step, self._checkpoint_urgent, self._checkpoint_urgent_from, self.signals.received is not None
         )
+
+    def _checkpoint_urgent(self) -> bool:
+        """A checkpoint off the cadence: a stop was requested, or the parameters now are a new best."""
+        return self.stop_requested or self._best_pending()
 
     @property
     def stop_requested(self) -> bool:
@@ -239,8 +247,11 @@ class Run:
         files. Every file is replaced atomically, so a kill at any instant leaves the previous
         checkpoint.
         """
-        if self._open_step == global_step:
-            self._close_step()  # the row of this step belongs before its checkpoint
+        if not self.state.declared:
+            raise RuntimeError("declare what the run checkpoints with run.declare_state(...) before run.save()")
+        if global_step != self._open_step:
+            self._advance(global_step)
+        self._close_step()  # the row of this step belongs before its checkpoint
         self.global_step = global_step
         value = self.metrics.value_now(self.best.metric, global_step)
         is_best = value is not None and self.best.beats(value)
