@@ -136,7 +136,8 @@ def time_run_management(script: Any, spent: list[float]) -> None:
 
     script.start_run = _timed(script.start_run, spent)
     for name in RUN_METHODS:
-        setattr(run_module.Run, name, _timed(getattr(run_module.Run, name), spent))
+        if hasattr(run_module.Run, name):  # --commits may time a Run from before a method existed
+            setattr(run_module.Run, name, _timed(getattr(run_module.Run, name), spent))
 
 
 def mark_first_call(cls: type, name: str, marks: list[float]) -> None:
