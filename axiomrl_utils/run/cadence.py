@@ -30,8 +30,10 @@ class Cadence:
         self.total_timesteps = total_timesteps
         self.intervals = dict(intervals)
         self.last_done = dict.fromkeys(intervals, start_step)
-        self._prev_step, self._step_increment = start_step, 0
-        self._quiet_until = dict.fromkeys(intervals, 0)
+        self.prev_step, self._step_increment = start_step, 0  # the newest step observed, and the step size
+        # due(kind, step) is False for any step < quiet_until[kind] that was observed already (the
+        # shortcut): a caller on a hot path may test this itself before calling due
+        self.quiet_until = dict.fromkeys(intervals, 0)
 
     def first_last_step(self) -> int:
         """The first step that is the last of training: one more step of the current size passes total_timesteps."""
@@ -42,15 +44,15 @@ class Cadence:
 
     def observe(self, step: int) -> None:
         """Learn the step size from the steps reported; a new size moves the last step, so look again."""
-        if step != self._prev_step:
-            if step - self._prev_step != self._step_increment:
-                self._step_increment = step - self._prev_step
-                self._quiet_until = dict.fromkeys(self._quiet_until, 0)
-            self._prev_step = step
+        if step != self.prev_step:
+            if step - self.prev_step != self._step_increment:
+                self._step_increment = step - self.prev_step
+                self.quiet_until = dict.fromkeys(self.quiet_until, 0)
+            self.prev_step = step
 
     def wake(self, kind: str) -> None:
         """Drop `kind`'s shortcut: something outside the cadence (an evaluation, a signal) may make it due now."""
-        self._quiet_until[kind] = 0
+        self.quiet_until[kind] = 0
 
     def due(
         self,
@@ -66,9 +68,9 @@ class Cadence:
         anyway. `urgent_from` is the first step at which it can say yes on its own (0: any step;
         NEVER: only after `wake`). `ignore_shortcut` looks past the shortcut (a signal arrived).
         """
-        if step != self._prev_step:
+        if step != self.prev_step:
             self.observe(step)
-        if step < self._quiet_until[kind] and not ignore_shortcut:
+        if step < self.quiet_until[kind] and not ignore_shortcut:
             return False
         last_done, every = self.last_done[kind], self.intervals[kind]
         if step <= last_done or (kind == "eval" and every == 0):
@@ -78,7 +80,7 @@ class Cadence:
             is_due = crossed or self.at_last_step(step) or (urgent is not None and urgent())
         if is_due:
             self.last_done[kind] = step
-        self._quiet_until[kind] = self._next_possible_step(kind, urgent_from if urgent is not None else NEVER)
+        self.quiet_until[kind] = self._next_possible_step(kind, urgent_from if urgent is not None else NEVER)
         return is_due
 
     def _next_possible_step(self, kind: str, urgent_from: int) -> int:

@@ -146,12 +146,14 @@ class Run:
         them in the metrics rows it decides on (see axiomrl_utils/run/metrics.py)."""
         if global_step != self._open_step:
             self._advance(global_step)
-        self.metrics.logged.update(metrics)  # inline MetricsLog.log: off-policy scripts call this every step
+        # MetricsLog.log inlined: the off-policy scripts call this at every env step
+        self.metrics.logged.update(metrics)
         self.metrics.logged_at = global_step
 
     def _advance(self, global_step: int) -> None:
         """A call for a new step: the previous step is over, so write its row if it gets one."""
-        self._close_step()
+        if self._open_step is not None:
+            self._close_step()
         self._open_step = global_step
 
     def _close_step(self) -> None:
@@ -159,7 +161,8 @@ class Run:
         if step is None or step == self._last_row_step:
             return
         if self.log_every:
-            row_due = self.cadence.due("log", step)
+            cadence = self.cadence
+            row_due = not (step == cadence.prev_step and step < cadence.quiet_until["log"]) and cadence.due("log", step)
         else:
             row_due = self.metrics.logged_at == step
         if row_due or (self.metrics.eval_at == step and self.metrics.pending_eval):
@@ -186,11 +189,14 @@ class Run:
         if global_step != self._open_step:
             self._advance(global_step)
         self.global_step = global_step
-        if kind == "eval":
-            return self.cadence.due("eval", global_step)
-        if kind != "checkpoint":
+        cadence = self.cadence
+        if kind not in ("eval", "checkpoint"):
             raise ValueError(f"run.due takes 'eval' or 'checkpoint', not {kind!r}")
-        return self.cadence.due(
+        if global_step == cadence.prev_step and global_step < cadence.quiet_until[kind] and self.signals.received is None:
+            return False  # the cadence's shortcut, tested here: off-policy scripts ask twice per env step
+        if kind == "eval":
+            return cadence.due("eval", global_step)
+        return cadence.due(
             "checkpoint", global_step, self._checkpoint_urgent, self._checkpoint_urgent_from, self.signals.received is not None
         )
 
