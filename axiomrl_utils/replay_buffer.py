@@ -219,8 +219,8 @@ class ReplayBuffer:
         self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
         self.next_observations = np.zeros_like(self.observations)
 
-    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, ends: np.ndarray) -> None:
-        """Keep slot p's observations (`ends`: the envs whose episode ended in this step)."""
+    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, terminations: np.ndarray, truncations: np.ndarray) -> None:
+        """Keep slot p's observations (an episode ended in this step where `terminations | truncations`)."""
         self.observations[p] = obs
         self.next_observations[p] = next_obs
 
@@ -284,7 +284,7 @@ class ReplayBuffer:
         terminations = np.asarray(terminations, dtype=bool).reshape(self.num_envs)
         truncations = np.asarray(truncations, dtype=bool).reshape(self.num_envs)
         p = self.pos
-        self._store(p, obs, next_obs, terminations | truncations)
+        self._store(p, obs, next_obs, terminations, truncations)
         self.actions[p] = np.asarray(actions).reshape((self.num_envs,) + self.action_shape)
         self.rewards[p] = np.asarray(rewards).reshape(self.num_envs)
         self.terminations[p] = terminations
@@ -397,7 +397,7 @@ class ObservationStoreReplayBuffer(ReplayBuffer):
     def _allocate_obs(self, shape: tuple) -> None:
         self.observations = np.zeros(shape + self.obs_shape, dtype=self.obs_dtype)
 
-    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, ends: np.ndarray) -> None:
+    def _store(self, p: int, obs: np.ndarray, next_obs: np.ndarray, terminations: np.ndarray, truncations: np.ndarray) -> None:
         newest = (p - 1) % self.slots
         if len(self):
             for e in np.flatnonzero(self.next_index[newest] < 0):
@@ -406,7 +406,7 @@ class ObservationStoreReplayBuffer(ReplayBuffer):
         # slot p is overwritten now: release what only it referenced
         self.side.release(self.next_index[p])
         self.next_index[p] = -1
-        for e in np.flatnonzero(ends):
+        for e in np.flatnonzero(terminations | truncations):
             self.next_index[p, e] = self.side.put(next_obs[e])
         self.pending[:] = next_obs
         self._store_obs(p, obs)
