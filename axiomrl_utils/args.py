@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, TypeVar
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.jsonl import read_json, write_text_atomic, dumps
@@ -24,16 +24,14 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass
 class RunArgs:
-    """Flags every AxiomRL script shares: seeding, device, and run management.
+    """Flags every AxiomRL script shares: seeding, device, and run management."""
 
-    `env_id` and `total_timesteps` are read by run management too; every script declares them
-    again with its own default and help, which keeps them first in its `--help`.
-    """
-
-    env_id: str = "CartPole-v1"
-    """the id of the environment"""
-    total_timesteps: int = 500000
-    """total timesteps of the experiments"""
+    if TYPE_CHECKING:
+        # Read by run management, declared by every script with its own default and help (a
+        # dataclass field here would move them in config.yaml and lend a default to a script
+        # that forgot them).
+        env_id: str
+        total_timesteps: int
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the environments)"""
     torch_deterministic: bool = True

@@ -7,8 +7,8 @@ environments themselves cannot always carry them (MuJoCo envs pickle by re-runni
 constructor), so `EnvNormalization` reads and writes them as a checkpoint object of its own:
 
     normalization = EnvNormalization(envs, obs_clip=10.0)
-    run.save(global_step, normalization=normalization, ...)      # in every checkpoint, hence best.pt
-    run.restore(normalization=normalization, ...)                # back into the wrappers on --resume
+    run.declare_state(normalization=normalization, ...)   # in every checkpoint (hence best.pt), and
+                                                          # back into the wrappers by run.restore()
     policy = normalized_policy(agent.act, normalization.state_dict())   # raw obs in, frozen stats
 """
 

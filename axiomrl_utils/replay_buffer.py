@@ -7,13 +7,15 @@ Numpy ring buffers with one column per vector-env sub-environment. Scripts build
                             num_envs=args.num_envs, device=device, save_contents=args.save_buffer)
     rb.add(obs, real_next_obs, actions, rewards, terminations, truncations)   # after every envs.step
     data = rb.sample(args.batch_size)          # torch tensors on `device`
-    run.save(global_step, ..., rb=rb)          # the buffer is part of the checkpoint
-    run.restore(..., rb=rb)                    # ... and comes back bit for bit
+    run.declare_state(..., rb=rb)              # the buffer is part of every checkpoint and
+                                               # comes back bit for bit with run.restore()
 
 The classes differ only in how they store observations, and give back exactly what was added:
 
 - `ReplayBuffer`: observations and next observations in plain arrays (vector observations). It is
   also the base of the others: the ring, actions/rewards/terminations, sampling, checkpointing.
+  Built directly it always stores plain arrays, also for images (several times the memory of
+  the variants below): build buffers with `make_replay_buffer`.
 - `ObservationStoreReplayBuffer`: each observation stored once (uint8 images, by default).
 - `FrameStackReplayBuffer`: each frame of (K, H, W) frame stacks stored once (Atari).
 

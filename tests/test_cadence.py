@@ -117,3 +117,21 @@ def test_pause_at_step_and_signal_make_a_checkpoint_due(tmp_path: Path) -> None:
         assert stopped_at == 2000
     finally:
         run.close()
+
+
+def test_training_metric_best_is_judged_from_the_rows(tmp_path: Path) -> None:
+    # a loss logged (and improving) at every step, rows every 100 steps: a best only where a row shows it
+    args = dqn.Args(
+        output_dir=str(tmp_path), progress=False, total_timesteps=250, eval_every=0, checkpoint_every=0,
+        best_metric="losses/td_loss", best_mode="min",
+    )
+    run = start_run(args, dqn.__file__, log_every=100)
+    run.declare_state()
+    checkpoints = []
+    for step in range(1, 251):
+        run.log_metrics(step, {"losses/td_loss": 1.0 / step})
+        if run.due("checkpoint", step):
+            checkpoints.append(step)
+            run.save(step)
+    run.close()
+    assert checkpoints == [100, 200, 250]

@@ -106,7 +106,8 @@ def _find_run_dirs(roots: Sequence[str | os.PathLike]) -> list[str]:
         if root in missing:
             warn(f"{root} does not exist or is not a directory; skipped")
             continue
-        # Plain strings and os.scandir in this loop: pathlib costs ~4x more over 10 000 runs.
+        # Plain strings and os.scandir in this loop: pathlib costs several times more over 10 000 runs
+        # (benchmark/report_speed.py).
         stack = [os.path.normpath(root)]
         while stack:
             directory = stack.pop()
@@ -180,8 +181,8 @@ def load_runs(roots: Sequence[str | os.PathLike]) -> list[RunRecord]:
     _eval_means.cache_clear()
     hostname = socket.gethostname()
     runs: list[RunRecord] = []
-    # Sequential on purpose: JSON parsing holds the GIL, and a thread pool measured 2-3x slower
-    # than this loop on 10 000 warm metadata files (1.2-1.6 s vs 0.5 s).
+    # Sequential on purpose: JSON parsing holds the GIL, and a thread pool measured slower than
+    # this loop on 10 000 warm metadata files.
     for path in paths:
         try:
             runs.append(load_run(path, hostname))

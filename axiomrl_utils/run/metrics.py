@@ -38,10 +38,7 @@ class MetricsLog:
         eval_best = state.get("eval_return_best")
         self.eval_best: Optional[tuple[float, int]] = (float(eval_best[0]), int(eval_best[1])) if eval_best else None
         self.latest_row: dict[str, Any] = state.get("latest_metrics") or {}
-        if "logged_metrics" in state:
-            self.logged: dict[str, Any] = dict(state["logged_metrics"])
-        else:  # a checkpoint from before logged values were saved: its last row is the best guess
-            self.logged = {k: v for k, v in self.latest_row.items() if k not in ROW_BOOKKEEPING and not k.startswith("eval/")}
+        self.logged: dict[str, Any] = dict(state.get("logged_metrics", {}))
         self.logged_at: Optional[int] = None  # the step of the newest log_metrics call
         self.pending_eval: dict[str, float] = {}
         self.eval_at: Optional[int] = None
@@ -78,7 +75,7 @@ class MetricsLog:
         """The value of `metric` that describes the parameters at `global_step`, or None.
 
         An eval/* metric counts only at the step it was measured (a checkpoint must hold the
-        evaluated parameters); a training metric is judged from its newest logged value.
+        evaluated parameters); a training metric is judged from the newest metrics row.
         """
         if metric.startswith("eval/"):
             if self.eval_at != global_step:
@@ -86,8 +83,8 @@ class MetricsLog:
             return (self.pending_eval or self.latest_row).get(metric)
         if metric == "charts/episodic_return":
             return self.recent_mean()
-        value = self.logged.get(metric, self.latest_row.get(metric))
-        return None if value is None else float(_plain(value))
+        value = self.latest_row.get(metric)  # the newest row: judged where the script's rows are written
+        return None if value is None else float(value)
 
     def write_row(self, global_step: int, sps: float, wall_time: float) -> dict[str, Any]:
         """Write the metrics row of `global_step` (jsonl, TensorBoard, W&B); returns it."""
@@ -102,14 +99,13 @@ class MetricsLog:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of this, so a resume continues the same rows and summaries."""
-        self.logged = {k: _plain(v) for k, v in self.logged.items()}
         return {
             "total_episodes": self.total_episodes,
             "recent_returns": list(self.recent_returns),
             "eval_return_last": self.eval_last,
             "eval_return_best": self.eval_best,
             "latest_metrics": self.latest_row,
-            "logged_metrics": dict(self.logged),
+            "logged_metrics": {k: _plain(v) for k, v in self.logged.items()},
         }
 
     def summary(self) -> dict[str, Any]:

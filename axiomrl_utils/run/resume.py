@@ -84,3 +84,26 @@ def reopen_run_dir(resume: Resume, args: RunArgs, script_dir: Path) -> dict[str,
     if args.track and not meta.get("wandb"):
         meta["wandb"] = wandb_identity(args)
     return meta
+
+
+# Checkpoints written before the run kept the newest logged values (d80e42f and earlier) carried
+# them as the scripts' own loop values: dqn and dqn_atari `td_loss`, c51 `loss`, those three
+# `q_values`, sac/td3/ddpg a `metrics` dict. The last metrics row stands in for anything else.
+LEGACY_LOGGED_VALUES = {"td_loss": "losses/td_loss", "loss": "losses/loss", "q_values": "losses/q_values"}
+
+
+def logged_metrics_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The newest logged metric values a checkpoint holds, also for checkpoints from before the run kept them."""
+    from axiomrl_utils.run.metrics import ROW_BOOKKEEPING
+
+    run_state = payload[ckpt.RESERVED].get("run", {})
+    if "logged_metrics" in run_state:
+        return dict(run_state["logged_metrics"])
+    row = run_state.get("latest_metrics") or {}
+    logged = {k: v for k, v in row.items() if k not in ROW_BOOKKEEPING and not k.startswith("eval/")}
+    if isinstance(payload.get("metrics"), dict):
+        logged.update(payload["metrics"])
+    for name, metric in LEGACY_LOGGED_VALUES.items():
+        if payload.get(name) is not None:
+            logged[metric] = float(payload[name])
+    return logged

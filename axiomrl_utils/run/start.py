@@ -22,6 +22,9 @@ def check_run_args(args: RunArgs) -> None:
     """Run-management flags that cannot work, and extras they need, before anything is created."""
     from axiomrl_utils.envs import require_positive
 
+    for name in ("env_id", "total_timesteps"):
+        if not hasattr(args, name):
+            raise TypeError(f"{type(args).__name__} must declare `{name}`: run management reads it (see docs/writing-a-script.md)")
     require_positive(args, "total_timesteps", "eval_episodes", "keep_checkpoints")
     for name in ("eval_every", "checkpoint_every"):
         if getattr(args, name) < 0:

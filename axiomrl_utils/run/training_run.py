@@ -15,6 +15,7 @@ from axiomrl_utils.run.cadence import NEVER, Cadence
 from axiomrl_utils.run.checkpoints import CheckpointStore
 from axiomrl_utils.run.metadata import MetadataFile
 from axiomrl_utils.run.metrics import MetricsLog
+from axiomrl_utils.run.resume import logged_metrics_of
 from axiomrl_utils.run.signals import StopSignals
 from axiomrl_utils.run.state import DeclaredState
 
@@ -39,7 +40,9 @@ class Run:
         self.device = select_device(args.cuda)
         self._resume_payload = resume_payload
         reserved = resume_payload[ckpt.RESERVED] if resume_payload else {}
-        saved = reserved.get("run", {})
+        saved = dict(reserved.get("run", {}))
+        if resume_payload:
+            saved["logged_metrics"] = logged_metrics_of(resume_payload)
         self.global_step: int = reserved.get("global_step", 0)
         self._session_start_step, self._session_start = self.global_step, time.monotonic()
         self._wall_time_prior = float(saved.get("wall_time_s", 0.0))
@@ -146,9 +149,7 @@ class Run:
         them in the metrics rows it decides on (see axiomrl_utils/run/metrics.py)."""
         if global_step != self._open_step:
             self._advance(global_step)
-        # MetricsLog.log inlined: the off-policy scripts call this at every env step
-        self.metrics.logged.update(metrics)
-        self.metrics.logged_at = global_step
+        self.metrics.log(global_step, metrics)
 
     def _advance(self, global_step: int) -> None:
         """A call for a new step: the previous step is over, so write its row if it gets one."""
@@ -161,8 +162,7 @@ class Run:
         if step is None or step == self._last_row_step:
             return
         if self.log_every:
-            cadence = self.cadence
-            row_due = not (step == cadence.prev_step and step < cadence.quiet_until["log"]) and cadence.due("log", step)
+            row_due = not self.cadence.quiet("log", step) and self.cadence.due("log", step)
         else:
             row_due = self.metrics.logged_at == step
         if row_due or (self.metrics.eval_at == step and self.metrics.pending_eval):
@@ -186,23 +186,26 @@ class Run:
         step of training, and (checkpoints only) after a new best evaluation or when a stop was
         requested (axiomrl_utils/run/cadence.py has the rule).
         """
+        if kind not in ("eval", "checkpoint"):
+            raise ValueError(f"run.due takes 'eval' or 'checkpoint', not {kind!r}")
         if global_step != self._open_step:
             self._advance(global_step)
         self.global_step = global_step
-        cadence = self.cadence
-        if kind not in ("eval", "checkpoint"):
-            raise ValueError(f"run.due takes 'eval' or 'checkpoint', not {kind!r}")
-        if global_step == cadence.prev_step and global_step < cadence.quiet_until[kind] and self.signals.received is None:
-            return False  # the cadence's shortcut, tested here: off-policy scripts ask twice per env step
+        if self.cadence.quiet(kind, global_step) and self.signals.received is None:
+            return False  # off-policy scripts ask twice per env step: most answers end here
         if kind == "eval":
-            return cadence.due("eval", global_step)
-        return cadence.due(
+            return self.cadence.due("eval", global_step)
+        return self.cadence.due(
             "checkpoint", global_step, self._checkpoint_urgent, self._checkpoint_urgent_from, self.signals.received is not None
         )
 
     def _checkpoint_urgent(self) -> bool:
         """A checkpoint off the cadence: a stop was requested, or the parameters now are a new best."""
-        return self.stop_requested or self._best_pending()
+        if self.stop_requested:
+            return True
+        if not self.best.by_evaluation and self._open_step == self.global_step:
+            self._close_step()  # a training metric is judged from the rows, so this step's row first
+        return self._best_pending()
 
     @property
     def stop_requested(self) -> bool:
@@ -337,6 +340,9 @@ class Run:
         self.metadata.data.update({"status": status, "error": error, "stop_reason": stop_reason})
         try:
             self._close_step()
+        except Exception as e:  # e.g. a logged tensor on a failed device: keep closing, keep the original error
+            warnings.warn(f"the last metrics row could not be written ({type(e).__name__}: {e})", stacklevel=2)
+        try:
             self.metrics.logger.close()
             self.checkpoints.close()
             if self._eval_envs is not None:
