@@ -110,6 +110,16 @@ class Agent(nn.Module):
         """Deterministic policy for evaluation and export: the most probable action."""
         return self.actor(x).argmax(-1)
 
+    def act_with_details(
+        self, x: torch.Tensor, deterministic: bool = True, generator: Optional[torch.Generator] = None
+    ) -> dict[str, torch.Tensor]:
+        """For `axiomrl eval --record`: the action (`act`'s, or sampled), its log-probability and the value."""
+        logits = self.actor(x)
+        log_probs = logits.log_softmax(-1)
+        action = logits.argmax(-1) if deterministic else torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+        log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return {"action": action, "log_prob": log_prob, "value": self.critic(x).squeeze(-1)}
+
 
 def sample_action(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One draw from Categorical(logits=row) for each row of `logits`, and its log-probability.
@@ -129,6 +139,13 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
     agent = Agent(envs)
     agent.load_state_dict(checkpoint["agent"])
     return agent.eval().act
+
+
+def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Callable[..., dict]:
+    """`load_policy`'s agent with log-probabilities, values and sampling (`axiomrl eval --record`)."""
+    agent = Agent(envs)
+    agent.load_state_dict(checkpoint["agent"])
+    return agent.eval().act_with_details
 
 
 def main(args: Args) -> None:

@@ -37,12 +37,15 @@ def run_episodes(
     device: Any = "cpu",
     video_path: Optional[Path] = None,
     max_steps: int = 1_000_000,
+    recorder: Optional[Any] = None,
 ) -> list[dict[str, Any]]:
     """Play one episode per sub-environment of `envs` (a SyncVectorEnv) and return [{return, length, seed}, ...].
 
     `policy` maps a float32 observation batch (a torch tensor on `device`) to an action batch.
     Returns are the raw rewards the evaluation envs give (no training-time normalisation or clipping).
     With `video_path`, the first environment (created with render_mode="rgb_array") is recorded.
+    With `recorder` (`axiomrl eval --record`), `recorder.reset(obs, infos)` sees the reset and
+    `recorder.step(i, action, reward, terminated, truncated, info, next_obs)` every step of episode i.
     """
     import torch
 
@@ -50,8 +53,10 @@ def run_episodes(
         # rgb_array frames need no display; without this SDL prints "error: XDG_RUNTIME_DIR ..." on headless machines
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     n = envs.num_envs
-    obs, _ = envs.reset(seed=seeds)
+    obs, reset_infos = envs.reset(seed=seeds)
     obs = np.array(obs)  # our own copy: each episode's row is updated as its environment steps
+    if recorder is not None:
+        recorder.reset(obs, reset_infos)
     returns = np.zeros(n, dtype=np.float64)
     lengths = np.zeros(n, dtype=np.int64)
     running = np.ones(n, dtype=bool)
@@ -67,7 +72,9 @@ def run_episodes(
                 # Only the running episodes step, each on its own environment: envs.step() would also
                 # step and auto-reset the finished ones, about twice the env work of a 10-episode eval.
                 for i in np.flatnonzero(running):
-                    obs[i], reward, terminated, truncated, _ = envs.envs[i].step(actions[i])
+                    obs[i], reward, terminated, truncated, info = envs.envs[i].step(actions[i])
+                    if recorder is not None:
+                        recorder.step(i, actions[i], reward, terminated, truncated, info, obs[i])
                     returns[i] += reward
                     lengths[i] += 1
                     running[i] = not (terminated or truncated)

@@ -147,7 +147,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--deterministic", action="store_true", default=True,
-        help="play the deterministic policy that load_policy returns (the default and only mode)",
+        help="play the deterministic policy that load_policy returns (the default)",
+    )
+    parser.add_argument(
+        "--stochastic", dest="deterministic", action="store_false",
+        help="with --record: sample actions from the policy (scripts with load_recording_policy, e.g. ppo.py)",
+    )
+    parser.add_argument(
+        "--record", metavar="DIR",
+        help="write every step of the episodes as a dataset in the new directory DIR (data extra; see --format)",
+    )
+    parser.add_argument(
+        "--format", choices=("minari", "parquet", "both"), default=None,
+        help="with --record: a Minari dataset (DIR/data), a per-step table (DIR/steps.parquet), or both (default: minari)",
     )
     parser.add_argument("--capture-video", action="store_true", help="record the first episode as an MP4 under RUN/videos/ (video extra)")
     parser.add_argument("--no-append", action="store_true", help="do not append the episodes to RUN/eval_episodes.jsonl")
@@ -160,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         # Offscreen rendering (pygame for classic control) needs no display; keep pygame's banner off stdout.
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    if args.record is not None:
+        return run_record(args)
+    if args.format is not None or not args.deterministic:
+        option = "--format" if args.format is not None else "--stochastic"
+        raise UsageError(f"{option} applies to --record DIR only; add --record DIR, or drop {option}")
     loaded = open_run(args.run, args.checkpoint, args.script)
     result = evaluate(loaded, args.episodes, args.seed, args.capture_video, append=not args.no_append)
     meta, seeds = loaded.metadata, [e["seed"] for e in result.episodes]
@@ -173,4 +190,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"appended {len(result.rows)} rows (tag manual) to {loaded.dir / 'eval_episodes.jsonl'}", file=sys.stderr)
     if result.video is not None:
         print(f"video: {result.video}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# `axiomrl eval --record` (axiomrl_utils/commands/record.py)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    """`axiomrl eval RUN --record DIR`: prints the dataset directory and a summary; exit 0, or UsageError."""
+    import numpy as np
+
+    # the recording modules import minari and pyarrow in their functions, numpy at the top: only when recording
+    from axiomrl_utils.commands.dataset import check_target, require_data_extra
+    from axiomrl_utils.commands.record import record
+
+    fmt = args.format or "minari"
+    if args.capture_video:
+        raise UsageError("--capture-video and --record do not go together; record first, then evaluate with --capture-video")
+    if args.episodes is not None and args.episodes <= 0:
+        raise UsageError(f"--episodes must be positive (got {args.episodes}); pass a value above 0")
+    require_data_extra(fmt)
+    check_target(Path(args.record))  # before the run is opened: that imports torch and the script
+    loaded = open_run(args.run, args.checkpoint, args.script)
+    if not args.no_append:
+        check_writable(loaded.dir)
+    result = record(loaded, Path(args.record), args.episodes, args.seed, args.deterministic, fmt)
+    if not args.no_append:
+        append_jsonl_rows(loaded.dir / "eval_episodes.jsonl", result.rows)
+    meta = loaded.metadata
+    returns = np.array([e["return"] for e in result.episodes])
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(result.target)
+    print(
+        f"{meta['algo']} {meta['env_id']} seed{meta['seed']} | {loaded.checkpoint_name} (step {loaded.step:,}) | "
+        f"{len(result.episodes)} episodes, {result.steps:,} steps, {mode} | return {returns.mean():.2f} ± {returns.std():.2f}",
+        file=sys.stderr,
+    )
+    sizes = ", ".join(f"{k} {v / 1024:,.0f} KiB" for k, v in result.sizes.items())
+    print(f"recorded at {result.steps / max(result.seconds, 1e-9):,.0f} steps/s; wrote {sizes}", file=sys.stderr)
+    if result.not_stored:
+        print(f"note: info fields not stored: {'; '.join(result.not_stored)}", file=sys.stderr)
+    if not args.no_append:
+        print(f"appended {len(result.rows)} rows (tag manual) to {loaded.dir / 'eval_episodes.jsonl'}", file=sys.stderr)
     return 0

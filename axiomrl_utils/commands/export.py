@@ -208,14 +208,26 @@ def default_export_path(run: LoadedRun, fmt: str) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `axiomrl export`."""
     parser.add_argument("run", metavar="RUN", help="a run directory")
-    parser.add_argument("--checkpoint", default="best", help="best, latest, step_N, or a .pt path (default: best)")
-    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="torchscript (torch.jit.load) or onnx (onnxruntime; the export extra)")
+    parser.add_argument(
+        "--checkpoint", default=None,
+        help="best, latest, step_N, or a .pt path (default: best; latest with --replay-buffer)",
+    )
+    parser.add_argument("--format", choices=EXPORT_FORMATS, help="torchscript (torch.jit.load) or onnx (onnxruntime; the export extra)")
+    parser.add_argument(
+        "--replay-buffer", metavar="DIR",
+        help="instead of the policy: write the checkpoint's replay buffer as a Minari dataset in the new directory DIR (data extra)",
+    )
     parser.add_argument("--output", metavar="FILE", help="where to write it (default: RUN/exported/policy_<checkpoint>_step<N>.pt|.onnx)")
     add_script_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """`axiomrl export`: prints the written path; exit 0, or UsageError."""
+    if args.replay_buffer is not None:
+        return _run_replay_buffer(args)
+    if args.format is None:
+        raise UsageError("pass --format torchscript or --format onnx to export the policy (or --replay-buffer DIR for the replay buffer)")
+    args.checkpoint = args.checkpoint or "best"
     require_export_extra(args.format)
     if args.output:  # checked before the run is opened: that imports torch and the script
         output = Path(args.output).expanduser()
@@ -230,6 +242,27 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.format} policy of {loaded.checkpoint_name} (step {loaded.step:,}), {written['size_bytes'] / 1024:,.0f} KiB, "
         f"exported with {written['exporter']}; gives the checkpoint's actions on {written['checked']} test observations",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_replay_buffer(args: argparse.Namespace) -> int:
+    """`axiomrl export RUN --replay-buffer DIR`: the buffer as a Minari dataset (axiomrl_utils/commands/replay_dataset.py)."""
+    from axiomrl_utils.commands.dataset import check_target, require_data_extra
+    from axiomrl_utils.commands.replay_dataset import export_replay_buffer
+
+    if args.format is not None or args.output is not None:
+        option = "--format" if args.format is not None else "--output"
+        raise UsageError(f"{option} is for exporting the policy; with --replay-buffer DIR the dataset goes to DIR, so drop {option}")
+    require_data_extra("minari")
+    check_target(Path(args.replay_buffer))  # before the run is opened: that imports torch and the script
+    loaded = open_run(args.run, args.checkpoint or "latest", args.script)
+    written = export_replay_buffer(loaded, Path(args.replay_buffer))
+    print(written["path"])
+    print(
+        f"replay buffer of {loaded.checkpoint_name} (step {loaded.step:,}): {written['transitions']:,} transitions in "
+        f"{written['episodes']:,} episodes, Minari dataset of {written['size_bytes'] / 1024:,.0f} KiB",
         file=sys.stderr,
     )
     return 0
