@@ -1,4 +1,4 @@
-"""The `axiomrl` command line: its subcommands (COMMANDS: report, leaderboard, sweep, plot, doctor,
+"""The `axiomrl` command line: its subcommands (COMMANDS: report, leaderboard, compare, sweep, plot, doctor,
 eval, export, pack, unpack), the top-level parser, and the dispatch to the subcommand's module.
 
 `python -m axiomrl_utils.commands` and `python -m axiomrl_utils.commands.cli` are `axiomrl`. Each
@@ -42,6 +42,11 @@ COMMANDS: dict[str, Command] = {
         "one row per (algo, env): seeds, mean ± std, median, IQM with 95% bootstrap CI; "
         "--reference makes it a regression check",
     ),
+    "compare": Command(
+        "axiomrl_utils.commands.compare",
+        "algos across envs (Agarwal et al. 2021): IQM, mean, median, optimality gap with stratified-bootstrap "
+        "CIs, probability of improvement per pair; --fail-if-worse makes it a statistical gate",
+    ),
     "sweep": Command(
         "axiomrl_utils.commands.sweep",
         "run scripts over several envs x seeds in parallel (local processes, Ray or Slurm), rerunnable, "
@@ -52,11 +57,13 @@ COMMANDS: dict[str, Command] = {
     "eval": Command(
         "axiomrl_utils.commands.evaluate",
         "play a checkpoint's deterministic policy again; prints mean ± std return and length, "
-        "appends the episodes to the run's eval_episodes.jsonl (tag manual)",
+        "appends the episodes to the run's eval_episodes.jsonl (tag manual); --record DIR writes every step "
+        "as a Minari dataset or parquet table",
     ),
     "export": Command(
         "axiomrl_utils.commands.export",
-        "write a checkpoint's policy as a standalone TorchScript or ONNX file (observation batch -> actions)",
+        "write a checkpoint's policy as a standalone TorchScript or ONNX file (observation batch -> actions), "
+        "or its replay buffer as a Minari dataset (--replay-buffer DIR)",
     ),
     "pack": Command("axiomrl_utils.commands.pack", "zip a run directory to share it", "add_pack_arguments", "run_pack"),
     "unpack": Command(

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from axiomrl_utils import UsageError
-from axiomrl_utils.jsonl import read_jsonl
+from axiomrl_utils.jsonl import read_jsonl, write_text_atomic
+from axiomrl_utils.commands.compare import add_score_arguments
+from axiomrl_utils.commands.figures import band_trace, algo_colors, figure_divs, html_page
 from axiomrl_utils.commands.output import note, warn
 from axiomrl_utils.commands.runs import RunRecord, add_run_selection_arguments, selected_runs
 from axiomrl_utils.commands.stats import bootstrap_ci
@@ -159,14 +162,6 @@ def format_steps(value: float, _pos: object = None) -> str:
     return f"{value:g}"
 
 
-def _colors(algos: Sequence[str]) -> dict[str, str]:
-    """One fixed color per algo across every figure (matplotlib's tab10, then tab20)."""
-    from matplotlib import colormaps, colors
-
-    palette = [colors.to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]
-    return {algo: palette[i % len(palette)] for i, algo in enumerate(sorted(algos))}
-
-
 def _new_axes(title: str, ylabel: str):  # noqa: ANN202
     # A bare Figure renders with the Agg canvas on savefig and never touches pyplot's global
     # backend, so plotting from a notebook or a headless server behaves the same.
@@ -210,31 +205,22 @@ def plot_run_png(
     fig.savefig(path, dpi=150)
 
 
-def write_html(
-    figures: dict[str, dict[str, SeedAggregate]], colors: dict[str, str], ylabel: str, band: str, path: Path
-) -> bool:
-    """One self-contained interactive HTML page with a figure per env; False when plotly is missing."""
-    try:
-        import plotly.graph_objects as go
-    except ImportError:
-        note("notice: plotly is not installed, so no HTML plots were written (pip install 'axiomrl[plot]')")
-        return False
+def curve_figures(
+    figures: dict[str, dict[str, SeedAggregate]], colors: dict[str, str], ylabel: str, band: str
+) -> list:
+    """One interactive plotly figure per env (a line per algo, its band shaded); needs plotly."""
     import numpy as np
-    from matplotlib import colors as mcolors
+    import plotly.graph_objects as go
 
-    parts = []
-    for i, (env_id, aggregates) in enumerate(sorted(figures.items())):
+    out = []
+    for env_id, aggregates in sorted(figures.items()):
         fig = go.Figure()
         for algo, agg in sorted(aggregates.items()):
-            r, g, b = (int(255 * v) for v in mcolors.to_rgb(colors[algo]))
             ok = np.isfinite(agg.low) & np.isfinite(agg.high)
             if ok.any():
                 x = agg.grid[ok]
-                fig.add_trace(go.Scatter(
-                    x=np.concatenate([x, x[::-1]]), y=np.concatenate([agg.high[ok], agg.low[ok][::-1]]),
-                    fill="toself", fillcolor=f"rgba({r},{g},{b},0.2)", line={"width": 0},
-                    hoverinfo="skip", showlegend=False, legendgroup=algo,
-                ))
+                band_trace(fig, np.concatenate([x, x[::-1]]), np.concatenate([agg.high[ok], agg.low[ok][::-1]]),
+                            colors[algo], algo)
             fig.add_trace(go.Scatter(
                 x=agg.grid, y=agg.mean, mode="lines", line={"color": colors[algo], "width": 2},
                 name=f"{algo} ({agg.seeds} seed{'s' if agg.seeds != 1 else ''})", legendgroup=algo,
@@ -244,13 +230,21 @@ def write_html(
             legend_title_text=f"mean over seeds; {BANDS[band]}", height=480,
         )
         fig.update_xaxes(tickformat="~s")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))  # plotly.js once, inline: works offline
-    title = f"AxiomRL learning curves: {ylabel}"
-    path.write_text(
-        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n"
-        f"<body style=\"font-family: sans-serif\">\n{''.join(parts)}\n</body></html>\n",
-        encoding="utf-8",
-    )
+        out.append(fig)
+    return out
+
+
+def write_html(
+    figures: dict[str, dict[str, SeedAggregate]], colors: dict[str, str], ylabel: str, band: str, path: Path
+) -> bool:
+    """One self-contained interactive HTML page with a figure per env; False when plotly is missing."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        note("notice: plotly is not installed, so no HTML plots were written (pip install 'axiomrl[plot]')")
+        return False
+    page = html_page(f"AxiomRL learning curves: {ylabel}", figure_divs(curve_figures(figures, colors, ylabel, band)))
+    write_text_atomic(path, page)
     return True
 
 
@@ -293,7 +287,7 @@ def make_plots(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    colors = _colors({algo for per_env in curves.values() for algo in per_env})
+    colors = algo_colors({algo for per_env in curves.values() for algo in per_env})
     ylabel = metric_label(metric, smooth)
     written: list[Path] = []
     figures = {env: {algo: aggregate_curves(cs, band) for algo, cs in per_env.items()} for env, per_env in curves.items()}
@@ -329,14 +323,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for --metric train: average the last N episodes at each point (default: 100)")
     parser.add_argument("--band", choices=list(BANDS), default="ci",
                         help="shaded band: ci = 95%% bootstrap CI of the mean over seeds (default), std = ± 1 std")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of learning curves: performance profiles (profile.png, profile.html) and the "
+                        "aggregate-metrics interval plot (aggregates.png) of `axiomrl compare`; --metric is then "
+                        "train, final-eval or best-eval")
+    add_score_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """`axiomrl plot`: prints the written paths; UsageError when nothing could be plotted."""
     if args.smooth < 1:
         raise UsageError(f"--smooth {args.smooth} must be at least 1 (1 means no smoothing)")
-    runs = selected_runs(args)
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.runs_dirs[0]) / "plots"
+    if args.profile:
+        from axiomrl_utils.commands.compare import check_resamples, compare_runs, metric_key
+        from axiomrl_utils.commands.profile_plot import write_profile_plots
+
+        check_resamples(args.bootstrap_resamples)
+        metric = metric_key(args.metric)
+        comparison = compare_runs(selected_runs(args, default_status="finished"), metric, args.normalize,
+                                  args.reference_scores, args.bootstrap_resamples)
+        for path in write_profile_plots(comparison, output_dir, args.bootstrap_resamples):
+            print(path)
+        for problem in comparison.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if comparison.problems else 0
+    runs = selected_runs(args)
     for path in make_plots(runs, output_dir, args.metric, args.smooth, args.band, args.per_run):
         print(path)
     return 0

@@ -104,11 +104,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `axiomrl report`."""
     add_run_selection_arguments(parser)
     add_output_arguments(parser)
+    parser.add_argument(
+        "--html", nargs="?", const="", metavar="FILE",
+        help="also write one self-contained HTML page (leaderboard, compare table, learning curves, performance "
+        "profiles, every run) to FILE (default: <first RUNS_DIR>/report.html); opens offline",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """`axiomrl report`: one row per run. Exit 0, or UsageError when no run could be reported."""
-    rows = report_rows(selected_runs(args))
+    runs = selected_runs(args)
+    rows = report_rows(runs)
+    if args.html is not None:
+        from pathlib import Path
+
+        from axiomrl_utils.commands.html_report import write_html_report
+
+        target = Path(args.html or Path(args.runs_dirs[0]) / "report.html")
+        page = write_html_report(runs, rows, target, f"AxiomRL report: {', '.join(args.runs_dirs)}")
+        print(f"wrote {page}", file=sys.stderr)
     write_output(render(rows, REPORT_COLUMNS, args.format), args.output)
     return 0
 

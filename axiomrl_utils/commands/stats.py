@@ -1,5 +1,6 @@
 """Statistics over seeds for the leaderboard and the plots: bootstrap confidence intervals, IQM,
-and the per-(algo, env) aggregate (mean, std, median, IQM and its 95% CI).
+the per-(algo, env) aggregate (mean, std, median, IQM and its 95% CI), and the stratified
+bootstrap (resampling runs within each task) that `axiomrl_utils.commands.across_tasks` uses.
 
 numpy and scipy are imported inside the functions.
 """
@@ -96,3 +97,34 @@ def _iqm(x: Any, axis: int = -1) -> Any:
     kept = [slice(None)] * x.ndim
     kept[axis] = slice(cut, n - cut)
     return np.sort(x, axis=axis)[tuple(kept)].mean(axis=axis)
+
+
+def stratified_indices(sizes: Sequence[int], n_resamples: int, seed: int = 0) -> list[Any]:
+    """The stratified bootstrap of Agarwal et al. (2021): per task, `n_resamples` rows of run
+    indices drawn with replacement from that task's runs, independently of the other tasks.
+
+    `sizes[t]` is the number of runs of task t; returns one (n_resamples, sizes[t]) int array per
+    task. The generator is seeded with `seed`, so the same runs always give the same intervals.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, size=(n_resamples, n)) for n in sizes]
+
+
+def index_counts(indices: Any, n: int) -> Any:
+    """How often each of `n` runs appears in each resample row of `indices`: (rows, n) counts."""
+    import numpy as np
+
+    rows = indices.shape[0]
+    offsets = indices + n * np.arange(rows)[:, None]  # one bincount for all rows at once
+    return np.bincount(offsets.ravel(), minlength=rows * n).reshape(rows, n)
+
+
+def percentile_interval(samples: Any, axis: int = 0) -> tuple[Any, Any]:
+    """The 95% percentile interval of bootstrap `samples` along `axis`."""
+    import numpy as np
+
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail], axis=axis)
+    return low, high

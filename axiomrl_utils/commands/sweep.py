@@ -14,6 +14,7 @@ Layout of a sweep (docs/sweeps.md):
           sweep-run.json                     the launcher's state of the run (running, pid, host)
       logs/<algo>__<env>__seed<N>.log        the run's stdout and stderr, every attempt
       report.md, report.csv, report.json     the leaderboard of the finished runs, written at the end
+      report.html                            the one-page HTML report (axiomrl report --html)
 
 The launcher checks each (script, env) pair once with the script's `--dry-run` before anything is
 created, so a typo in an env id or an extra argument is one sentence, not N failed runs. Running
@@ -378,6 +379,21 @@ def report_markdown(sweep: dict[str, Any], leaderboard: str, rows: list[dict[str
     return "\n".join(out) + "\n"
 
 
+def _write_html(sweep_dir: Path, sweep: dict[str, Any]) -> None:
+    """report.html: the sweep's one-page HTML report (every run, finished or not); a problem is a warning."""
+    from axiomrl_utils.commands.html_report import write_html_report_quietly
+    from axiomrl_utils.commands.report import report_rows
+    from axiomrl_utils.commands.runs import load_runs
+
+    if (sweep_dir / "runs").is_dir():
+        try:
+            runs = load_runs([sweep_dir / "runs"])
+        except UsageError as e:
+            warn(f"no HTML report written ({e})")
+            return
+        write_html_report_quietly(runs, report_rows(runs), sweep_dir / "report.html", f"Sweep {sweep['name']}")
+
+
 def write_report(sweep_dir: Path, sweep: dict[str, Any]) -> str:
     """Write the leaderboard of the sweep's finished runs as report.md, report.csv and report.json
     into the sweep directory (atomically); return it as a text table for the terminal."""
@@ -393,6 +409,7 @@ def write_report(sweep_dir: Path, sweep: dict[str, Any]) -> str:
                                    "exit_code", "error", "run_dir", "log_file")} for r in sweep["runs"]]
     body = {"sweep": sweep["name"], "metric": "train", "metric_key": METRICS["train"][0], "leaderboard": rows, "runs": runs}
     write_text_atomic(sweep_dir / "report.json", dumps(body, indent=2) + "\n")
+    _write_html(sweep_dir, sweep)
     table = render(rows, columns, "table") if rows else "no finished run has a training return yet\n"
     missing = _without_results(sweep, rows)
     return table + (f"not on the leaderboard (no finished run with a training return): {'; '.join(missing)}\n" if missing else "")
