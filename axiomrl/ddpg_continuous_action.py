@@ -10,7 +10,7 @@
 # - the default env is Hopper-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
 # - with several envs, one update per vector step, and policy/target updates counted in updates.
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -19,9 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
-from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
-from axiomrl_utils.envs import require_env, require_positive
+from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
+from axiomrl_utils.envs import require_env
 from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -31,29 +31,29 @@ LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 @dataclass
 class Args(RunArgs):
-    env_id: str = "Hopper-v5"
+    env_id: Annotated[str, NonEmpty()] = "Hopper-v5"
     """the id of the environment (MuJoCo ids need `pip install 'axiomrl[mujoco]'`)"""
-    total_timesteps: int = 1000000
+    total_timesteps: Annotated[int, Positive()] = 1000000
     """total timesteps of the experiments"""
-    learning_rate: float = 3e-4
+    learning_rate: Annotated[float, Positive()] = 3e-4
     """the learning rate of the optimizer"""
-    num_envs: int = 1
+    num_envs: Annotated[int, Positive()] = 1
     """the number of parallel game environments"""
-    buffer_size: int = int(1e6)
+    buffer_size: Annotated[int, Positive()] = int(1e6)
     """the replay memory buffer size"""
     save_buffer: bool = True
     """if toggled, checkpoints include the replay buffer (exact resume; large files). --no-save-buffer: a resume refills it"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """the discount factor gamma"""
-    tau: float = 0.005
+    tau: Annotated[float, Range(0, 1, lo_open=True)] = 0.005
     """target smoothing coefficient (default: 0.005)"""
-    batch_size: int = 256
+    batch_size: Annotated[int, Positive()] = 256
     """the batch size of sample from the reply memory"""
-    exploration_noise: float = 0.1
+    exploration_noise: Annotated[float, AtLeast(0)] = 0.1
     """the scale of exploration noise"""
-    learning_starts: int = 25000
+    learning_starts: Annotated[int, AtLeast(0), WarnFrom("total_timesteps", "the run never learns")] = 25000
     """timestep to start learning"""
-    policy_frequency: int = 2
+    policy_frequency: Annotated[int, Positive()] = 2
     """the frequency of training policy (delayed)"""
 
 
@@ -118,15 +118,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 
 def main(args: Args) -> None:
-    require_positive(args, "total_timesteps", "num_envs", "learning_rate", "policy_frequency")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be 0 or positive (got {args.learning_starts})")
-    if not 0 < args.tau <= 1:
-        raise UsageError(f"--tau must be in (0, 1] (got {args.tau}); pass a soft-update rate such as 0.005")
-    if not 0 <= args.gamma <= 1:
-        raise UsageError(f"--gamma must be in [0, 1] (got {args.gamma}); pass a discount such as 0.99")
-    if args.exploration_noise < 0:
-        raise UsageError(f"--exploration-noise must be 0 or positive (got {args.exploration_noise})")
+    check_args(args)
     observation_space, action_space = require_env(args.env_id, "ddpg_continuous_action.py", action_space="continuous")
     # the buffer stores float32 observations (MuJoCo's are float64): what the networks take
     obs_space = gym.spaces.Box(-np.inf, np.inf, observation_space.shape, np.float32)

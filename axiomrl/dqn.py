@@ -12,7 +12,7 @@
 #   PyTorch's per-call overhead, not arithmetic, is the cost (benchmark/README.md).
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -21,9 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
-from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
-from axiomrl_utils.envs import require_env, require_positive
+from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
+from axiomrl_utils.envs import require_env
 from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
@@ -34,35 +34,35 @@ LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 @dataclass
 class Args(RunArgs):
-    env_id: str = "CartPole-v1"
+    env_id: Annotated[str, NonEmpty()] = "CartPole-v1"
     """the id of the environment"""
-    total_timesteps: int = 500000
+    total_timesteps: Annotated[int, Positive()] = 500000
     """total timesteps of the experiments"""
-    learning_rate: float = 2.5e-4
+    learning_rate: Annotated[float, Positive()] = 2.5e-4
     """the learning rate of the optimizer"""
-    buffer_size: int = 10000
+    buffer_size: Annotated[int, Positive()] = 10000
     """the replay memory buffer size"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """the discount factor gamma"""
-    tau: float = 1.0
+    tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0
     """the target network update rate"""
-    target_network_frequency: int = 500
+    target_network_frequency: Annotated[int, Positive()] = 500
     """the timesteps it takes to update the target network"""
-    batch_size: int = 128
+    batch_size: Annotated[int, Positive()] = 128
     """the batch size of sample from the reply memory"""
-    start_e: float = 1
+    start_e: Annotated[float, Range(0, 1)] = 1
     """the starting epsilon for exploration"""
-    end_e: float = 0.05
+    end_e: Annotated[float, Range(0, 1)] = 0.05
     """the ending epsilon for exploration"""
-    exploration_fraction: float = 0.5
+    exploration_fraction: Annotated[float, Positive()] = 0.5
     """the fraction of `total-timesteps` it takes from start-e to go end-e"""
-    learning_starts: int = 10000
+    learning_starts: Annotated[int, AtLeast(0), WarnFrom("total_timesteps", "the run never learns")] = 10000
     """timestep to start learning"""
-    train_frequency: int = 10
+    train_frequency: Annotated[int, Positive()] = 10
     """the frequency of training"""
     save_buffer: bool = True
     """if toggled, checkpoints include the replay buffer (exact resume); otherwise a resume starts with an empty buffer"""
-    torch_threads: int = 1
+    torch_threads: Annotated[int, AtLeast(0)] = 1
     """CPU threads torch may use (0: torch's default, one per core); 1 is fastest for networks this small"""
 
 
@@ -105,12 +105,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 
 def main(args: Args) -> None:
-    require_positive(args, "total_timesteps", "learning_rate", "buffer_size", "batch_size", "train_frequency",
-                     "target_network_frequency", "exploration_fraction", "tau")
-    if args.tau > 1:
-        raise UsageError(f"--tau must be in (0, 1] (got {args.tau}); 1 copies the network, smaller values average")
-    if args.torch_threads < 0:
-        raise UsageError(f"--torch-threads must be 0 or positive (got {args.torch_threads}); pass 0 for torch's default")
+    check_args(args)
     observation_space, action_space = require_env(args.env_id, "dqn.py", action_space="discrete")
     check_replay_buffer(args.buffer_size, args.batch_size, 1, observation_space, action_space)
 

@@ -15,7 +15,7 @@
 #   saved mid-episode, so a resume starts new games (the run says so).
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -24,10 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
-from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
+from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
 from axiomrl_utils.atari import make_atari_env, require_atari_env
-from axiomrl_utils.envs import require_positive
 from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -37,31 +36,31 @@ LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 @dataclass
 class Args(RunArgs):
-    env_id: str = "BreakoutNoFrameskip-v4"
+    env_id: Annotated[str, NonEmpty()] = "BreakoutNoFrameskip-v4"
     """the id of the environment (an Atari game: ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...)"""
-    total_timesteps: int = 10000000
+    total_timesteps: Annotated[int, Positive()] = 10000000
     """total timesteps of the experiments"""
-    learning_rate: float = 1e-4
+    learning_rate: Annotated[float, Positive()] = 1e-4
     """the learning rate of the optimizer"""
-    buffer_size: int = 1000000
+    buffer_size: Annotated[int, Positive()] = 1000000
     """the replay memory buffer size (about 7 KB per transition: one 84x84 frame and bookkeeping)"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """the discount factor gamma"""
-    tau: float = 1.0
+    tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0
     """the target network update rate"""
-    target_network_frequency: int = 1000
+    target_network_frequency: Annotated[int, Positive()] = 1000
     """the timesteps it takes to update the target network"""
-    batch_size: int = 32
+    batch_size: Annotated[int, Positive()] = 32
     """the batch size of sample from the reply memory"""
-    start_e: float = 1
+    start_e: Annotated[float, Range(0, 1)] = 1
     """the starting epsilon for exploration"""
-    end_e: float = 0.01
+    end_e: Annotated[float, Range(0, 1)] = 0.01
     """the ending epsilon for exploration"""
-    exploration_fraction: float = 0.10
+    exploration_fraction: Annotated[float, Positive()] = 0.10
     """the fraction of `total-timesteps` it takes from start-e to go end-e"""
-    learning_starts: int = 80000
+    learning_starts: Annotated[int, AtLeast(0), WarnFrom("total_timesteps", "the run never learns")] = 80000
     """timestep to start learning"""
-    train_frequency: int = 4
+    train_frequency: Annotated[int, Positive()] = 4
     """the frequency of training"""
     save_buffer: bool = True
     """if toggled, checkpoints include the replay buffer (exact resume); otherwise a resume starts with an empty buffer"""
@@ -112,10 +111,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 
 def main(args: Args) -> None:
-    require_positive(args, "total_timesteps", "learning_rate", "buffer_size", "batch_size", "train_frequency",
-                     "target_network_frequency", "exploration_fraction", "tau")
-    if args.tau > 1:
-        raise UsageError(f"--tau must be in (0, 1] (got {args.tau}); 1 copies the network, smaller values average")
+    check_args(args)
     _, action_space = require_atari_env(args.env_id, "dqn_atari.py")
     probe = make_env(args, 0)()  # the preprocessed observation space sizes the buffer
     observation_space = probe.observation_space

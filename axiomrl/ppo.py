@@ -9,7 +9,7 @@
 #   trick (the same distribution as a Categorical per step): on 4 observations at a time PyTorch's
 #   per-call overhead, not arithmetic, is the cost (benchmark/README.md). The update is unchanged.
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 
-from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
-from axiomrl_utils.envs import require_env, require_positive
+from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
+from axiomrl_utils.envs import require_env
 from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -27,41 +27,41 @@ from axiomrl_utils.run import start_run
 
 @dataclass
 class Args(RunArgs):
-    env_id: str = "CartPole-v1"
+    env_id: Annotated[str, NonEmpty()] = "CartPole-v1"
     """the id of the environment"""
-    total_timesteps: int = 500000
+    total_timesteps: Annotated[int, Positive(), CoversProduct("num_envs", "num_steps", what="one rollout")] = 500000
     """total timesteps of the experiments"""
-    learning_rate: float = 2.5e-4
+    learning_rate: Annotated[float, Positive()] = 2.5e-4
     """the learning rate of the optimizer"""
-    num_envs: int = 4
+    num_envs: Annotated[int, Positive()] = 4
     """the number of parallel game environments"""
-    num_steps: int = 128
+    num_steps: Annotated[int, Positive()] = 128
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """the discount factor gamma"""
-    gae_lambda: float = 0.95
+    gae_lambda: Annotated[float, Range(0, 1)] = 0.95
     """the lambda for the general advantage estimation"""
-    num_minibatches: int = 4
+    num_minibatches: Annotated[int, Positive(), Divides("num_envs", "num_steps")] = 4
     """the number of mini-batches"""
-    update_epochs: int = 4
+    update_epochs: Annotated[int, Positive()] = 4
     """the K epochs to update the policy"""
     norm_adv: bool = True
     """Toggles advantages normalization"""
-    clip_coef: float = 0.2
+    clip_coef: Annotated[float, Positive()] = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
     """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float = 0.01
+    ent_coef: Annotated[float, AtLeast(0)] = 0.01
     """coefficient of the entropy"""
-    vf_coef: float = 0.5
+    vf_coef: Annotated[float, AtLeast(0)] = 0.5
     """coefficient of the value function"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: Annotated[float, Positive()] = 0.5
     """the maximum norm for the gradient clipping"""
-    target_kl: Optional[float] = None
+    target_kl: Annotated[Optional[float], Positive()] = None
     """the target KL divergence threshold (stop the epoch loop early when exceeded)"""
-    torch_threads: int = 1
+    torch_threads: Annotated[int, AtLeast(0)] = 1
     """CPU threads torch may use (0: torch's default, one per core); 1 is fastest for networks this small"""
 
 
@@ -149,20 +149,8 @@ def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorE
 
 
 def main(args: Args) -> None:
-    require_positive(args, "total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs")
+    check_args(args)
     batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
-        raise UsageError(
-            f"num_envs * num_steps = {batch_size} is not divisible by --num-minibatches {args.num_minibatches}; "
-            "choose a divisor of it"
-        )
-    if args.total_timesteps < batch_size:
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is below one rollout (num_envs * num_steps = {batch_size}); "
-            f"pass at least {batch_size}"
-        )
-    if args.torch_threads < 0:
-        raise UsageError(f"--torch-threads must be 0 or positive (got {args.torch_threads}); pass 0 for torch's default")
     require_env(args.env_id, "ppo.py", action_space="discrete")
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size

@@ -10,7 +10,7 @@
 # - actions are sampled from the softmax directly rather than through a Categorical per step
 #   (same distribution, a fraction of the Python overhead).
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -18,49 +18,48 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 
-from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, parse_args
+from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
 from axiomrl_utils.atari import make_atari_env, require_atari_env
-from axiomrl_utils.envs import require_positive
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
 
 
 @dataclass
 class Args(RunArgs):
-    env_id: str = "BreakoutNoFrameskip-v4"
+    env_id: Annotated[str, NonEmpty()] = "BreakoutNoFrameskip-v4"
     """the id of the environment (an Atari game: ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...)"""
-    total_timesteps: int = 10000000
+    total_timesteps: Annotated[int, Positive(), CoversProduct("num_envs", "num_steps", what="one rollout")] = 10000000
     """total timesteps of the experiments"""
-    learning_rate: float = 2.5e-4
+    learning_rate: Annotated[float, Positive()] = 2.5e-4
     """the learning rate of the optimizer"""
-    num_envs: int = 8
+    num_envs: Annotated[int, Positive()] = 8
     """the number of parallel game environments"""
-    num_steps: int = 128
+    num_steps: Annotated[int, Positive()] = 128
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """the discount factor gamma"""
-    gae_lambda: float = 0.95
+    gae_lambda: Annotated[float, Range(0, 1)] = 0.95
     """the lambda for the general advantage estimation"""
-    num_minibatches: int = 4
+    num_minibatches: Annotated[int, Positive(), Divides("num_envs", "num_steps")] = 4
     """the number of mini-batches"""
-    update_epochs: int = 4
+    update_epochs: Annotated[int, Positive()] = 4
     """the K epochs to update the policy"""
     norm_adv: bool = True
     """Toggles advantages normalization"""
-    clip_coef: float = 0.1
+    clip_coef: Annotated[float, Positive()] = 0.1
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
     """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float = 0.01
+    ent_coef: Annotated[float, AtLeast(0)] = 0.01
     """coefficient of the entropy"""
-    vf_coef: float = 0.5
+    vf_coef: Annotated[float, AtLeast(0)] = 0.5
     """coefficient of the value function"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: Annotated[float, Positive()] = 0.5
     """the maximum norm for the gradient clipping"""
-    target_kl: Optional[float] = None
+    target_kl: Annotated[Optional[float], Positive()] = None
     """the target KL divergence threshold (stop the epoch loop early when exceeded)"""
 
 
@@ -137,18 +136,8 @@ def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorE
 
 
 def main(args: Args) -> None:
-    require_positive(args, "total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs")
+    check_args(args)
     batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
-        raise UsageError(
-            f"num_envs * num_steps = {batch_size} is not divisible by --num-minibatches {args.num_minibatches}; "
-            "choose a divisor of it"
-        )
-    if args.total_timesteps < batch_size:
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is below one rollout (num_envs * num_steps = {batch_size}); "
-            f"pass at least {batch_size}"
-        )
     require_atari_env(args.env_id, "ppo_atari.py")
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size

@@ -12,9 +12,10 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence, TypeVar
 
 from axiomrl_utils import UsageError
+from axiomrl_utils.checks import AtLeast, FieldNames, MetricName, NonEmpty, Positive, Range, WarnFrom, given_flags
 from axiomrl_utils.jsonl import read_json, write_text_atomic, dumps
 
 A = TypeVar("A", bound="RunArgs")
@@ -32,39 +33,39 @@ class RunArgs:
         # that forgot them).
         env_id: str
         total_timesteps: int
-    seed: int = 1
+    seed: Annotated[int, Range(0, 2**32, hi_open=True)] = 1  # what numpy's and gymnasium's seeding accept
     """seed of the experiment (python, numpy, torch and the environments)"""
     torch_deterministic: bool = True
     """if toggled, cudnn and torch use deterministic algorithms (same seed, same machine: same metrics)"""
     cuda: bool = True
     """if toggled, use a GPU when one is present (the CPU otherwise)"""
-    output_dir: str = "runs"
+    output_dir: Annotated[str, NonEmpty()] = "runs"
     """directory in which each run gets its own sub-directory"""
     track: bool = False
     """if toggled, also log to Weights & Biases (needs `pip install 'axiomrl[wandb]'`)"""
-    wandb_project_name: str = "axiomrl"
+    wandb_project_name: Annotated[str, NonEmpty()] = "axiomrl"
     """the Weights & Biases project"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: Annotated[Optional[str], NonEmpty()] = None
     """the Weights & Biases entity (team); your default entity when unset"""
     capture_video: bool = False
     """if toggled, record the first evaluation episode of each evaluation as MP4 under videos/"""
-    eval_every: int = 50_000
+    eval_every: Annotated[int, AtLeast(0), WarnFrom("total_timesteps", "it evaluates only at the end", inclusive=False)] = 50_000
     """evaluate the deterministic policy every this many environment steps and at the end; 0 disables"""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, Positive()] = 10
     """episodes per evaluation, run in parallel on their own environments with fixed seeds"""
-    checkpoint_every: int = 50_000
+    checkpoint_every: Annotated[int, AtLeast(0)] = 50_000
     """save a checkpoint every this many environment steps (and at the end and on interruption)"""
-    keep_checkpoints: int = 3
+    keep_checkpoints: Annotated[int, Positive()] = 3
     """how many periodic checkpoints/step_<N>.pt to keep (latest.pt and best.pt are always kept)"""
-    best_metric: str = "eval/return_mean"
+    best_metric: Annotated[str, MetricName()] = "eval/return_mean"
     """metric that picks checkpoints/best.pt (an eval/* metric, charts/episodic_return, or a logged key)"""
     best_mode: Literal["max", "min"] = "max"
     """whether a larger or a smaller best_metric is better"""
-    resume: Optional[str] = None
+    resume: Annotated[Optional[str], NonEmpty()] = None
     """continue a stopped run: its directory, or a directory of runs (the newest matching one is taken)"""
-    allow_config_change: list[str] = field(default_factory=list)
+    allow_config_change: Annotated[list[str], FieldNames()] = field(default_factory=list)
     """with --resume: hyperparameters that may differ from the run's config.yaml (e.g. learning_rate)"""
-    pause_at_step: Optional[int] = None
+    pause_at_step: Annotated[Optional[int], Positive()] = None
     """stop cleanly (checkpoint, status interrupted, exit 0) once this many steps are done; resume later"""
     progress: bool = True
     """if toggled, show a progress bar (plain log lines when stdout is not a terminal)"""
@@ -95,6 +96,11 @@ MUTABLE_ON_RESUME = frozenset(
         "save_buffer",
     }
 )
+
+
+# Fields whose change alters what the saved progress means (the env, the batch shape, and so the
+# step and iteration counts): refused even when named by --allow-config-change.
+FIXED_ON_RESUME = frozenset({"env_id", "num_envs", "num_steps"})
 
 
 # Fields that describe one session, not the run: a resume does not inherit them from config.yaml.
@@ -152,13 +158,25 @@ def check_config_drift(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[
     Fields in MUTABLE_ON_RESUME and those named by --allow-config-change may change; the accepted
     changes are returned so they can be recorded in metadata.json's `resumes`.
     """
-    changes = config_changes(saved, args)
+    names = {f.name for f in dataclasses.fields(args)}
+    gone = [k for k in saved if k not in names]
+    if gone:  # the script dropped these flags since the run started: nothing can honour them now
+        listed = ", ".join(gone)
+        print(f"warning: config.yaml sets {listed}, which this script no longer has; resuming without them", file=sys.stderr, flush=True)
+    changes = config_changes({k: v for k, v in saved.items() if k in names}, args)
     allowed = set(args.allow_config_change)
-    unknown = allowed - {f.name for f in dataclasses.fields(args)}
+    unknown = allowed - names
     if unknown:
         raise UsageError(
             f"--allow-config-change names {', '.join(sorted(unknown))}, which this script does not have; "
             "use the field names of config.yaml (snake_case)"
+        )
+    fixed = {k: v for k, v in changes.items() if k in FIXED_ON_RESUME}
+    if fixed:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in fixed.items())
+        raise UsageError(
+            f"a resume cannot change {', '.join(fixed)} ({listed}): the checkpoint's environments, batch shape and step "
+            "counts depend on it; resume with the run's values, or start a new run with the new ones"
         )
     refused = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME and k not in allowed}
     if refused:
@@ -168,11 +186,6 @@ def check_config_drift(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[
             f"pass the original values, or accept the change with --allow-config-change {' '.join(refused)}"
         )
     return {k: v for k, v in changes.items() if k not in {"resume", "allow_config_change"}}
-
-
-def _flag_given(argv: Sequence[str], name: str) -> bool:
-    flag = "--" + name.replace("_", "-")
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = None) -> A:
@@ -189,11 +202,12 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
     args = tyro.cli(args_type, args=argv)
     if args.resume is None:
         return args
+    given = given_flags(args_type, argv, ("env_id", "seed"))
     run_dir = find_run_to_resume(
         args.resume,
         algo=Path(script).stem,
-        env_id=args.env_id if _flag_given(argv, "env_id") else None,
-        seed=args.seed if _flag_given(argv, "seed") else None,
+        env_id=args.env_id if "env_id" in given else None,
+        seed=args.seed if "seed" in given else None,
     )
     saved = load_args(args_type, run_dir)
     fresh = args_type()

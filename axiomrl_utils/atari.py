@@ -38,12 +38,15 @@ def require_atari_env(env_id: str, script: str) -> Any:
     from axiomrl_utils.envs import require_env
 
     _register()
-    spaces = require_env(env_id, script, action_space="discrete")
+    from axiomrl_utils.envs import require_observation
+
+    spaces = require_env(env_id, script, action_space="discrete", observation=None)
     if "ale_py" not in str(gym.spec(env_id).entry_point):
         raise UsageError(
             f"{script} trains on Atari games but {env_id} is not one; pass an id such as ALE/Pong-v5 or "
             f"BreakoutNoFrameskip-v4, or use {script.replace('_atari', '')} for {env_id}"
         )
+    require_observation(spaces[0], env_id, script, "image", "discrete")  # not the RAM variants (*-ram-*)
     if importlib.util.find_spec("cv2") is None:
         raise UsageError("Atari preprocessing needs OpenCV; install it with `pip install 'axiomrl[atari]'`")
     return spaces

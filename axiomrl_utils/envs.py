@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from axiomrl_utils import UsageError
 
@@ -27,10 +27,16 @@ def register_atari() -> None:
     gym.register_envs(ale_py)
 
 
-def require_env(env_id: str, script: str, action_space: Literal["discrete", "continuous"]) -> Any:
-    """Check that `env_id` exists, its extra is installed, and its action space suits `script`.
+def require_env(
+    env_id: str,
+    script: str,
+    action_space: Literal["discrete", "continuous"],
+    observation: Optional[Literal["vector", "image"]] = "vector",
+) -> Any:
+    """Check that `env_id` exists, its extra is installed, and its spaces suit `script`.
 
     `action_space="continuous"` also requires finite bounds (the scripts scale actions to them).
+    `observation`: what the script's network takes (see `require_observation`); None skips that check.
     Returns the env's `(observation_space, action_space)`.
     """
     import gymnasium as gym
@@ -69,12 +75,36 @@ def require_env(env_id: str, script: str, action_space: Literal["discrete", "con
                 f"{script} scales actions to the action bounds but {env_id}'s action space {space} is unbounded; "
                 "wrap the env with gymnasium.wrappers.RescaleAction or use an env with finite bounds"
             )
+    if observation is not None:
+        require_observation(spaces[0], env_id, script, observation, action_space)
     return spaces
 
 
-def require_positive(args: Any, *names: str) -> None:
-    """Each named field of `args` must be a positive number."""
-    for name in names:
-        value = getattr(args, name)
-        if value is None or value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive (got {value}); pass a value above 0")
+def require_observation(
+    space: Any, env_id: str, script: str, kind: Literal["vector", "image"], action_space: Literal["discrete", "continuous"]
+) -> None:
+    """The observations must be what the script's network takes: a flat Box (`vector`, the MLP
+    scripts) or a Box of frames (`image`, the CNN scripts); a sentence naming the script to use otherwise."""
+    import gymnasium as gym
+
+    ndim = len(space.shape) if isinstance(space, gym.spaces.Box) else None
+    if kind == "vector" and ndim == 1 or kind == "image" and ndim in (2, 3):
+        return
+    if ndim in (2, 3):
+        fix = (
+            "use ppo_atari.py or dqn_atari.py for Atari games"
+            if action_space == "discrete"
+            else "no AxiomRL script learns continuous actions from images; pick an env with vector observations"
+        )
+        raise UsageError(f"{script} feeds flat vector observations to an MLP but {env_id} has image observations {space}; {fix}")
+    if ndim == 1:
+        raise UsageError(
+            f"{script} takes game screens but {env_id} has vector observations {space}; use "
+            + ("ppo.py or dqn.py" if action_space == "discrete" else "ppo_continuous_action.py or sac_continuous_action.py")
+            + " for it"
+        )
+    raise UsageError(
+        f"{script} takes Box {'vector' if kind == 'vector' else 'image'} observations but {env_id} has {space} observations, "
+        "which no AxiomRL script takes; pick an env with Box vector observations such as CartPole-v1 or Pendulum-v1"
+    )
+

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,6 +52,25 @@ def temp_file_for(path: Path) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, _file_mode())
     return fd, tmp
+
+
+# The names of our temp files: `temp_file_for`'s `.<name>.<8 mkstemp characters>.tmp` and
+# checkpoint.link_atomic's `.<name>.<pid>.tmp`. Only these are ever removed as stale.
+TEMP_FILE = re.compile(r"^\..+\.(?:[a-z0-9_]{8}|\d+)\.tmp$")
+
+
+def remove_stale_temp_files(*directories: Path) -> list[Path]:
+    """Delete the temp files a killed writer left in `directories` (call it holding the run's lock,
+    so no live writer owns them); returns what was removed."""
+    removed = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if TEMP_FILE.match(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -292,7 +292,7 @@ def test_run_records_git_and_code_diff(tmp_path: Path) -> None:
     _git(repo, "commit", "-qm", "c")
     meta = run_copy()
     assert meta["git"]["is_dirty"] is False and not (meta["_dir"] / "code.diff").exists()
-    ppo_copy.write_text(ppo_copy.read_text().replace('learning_rate: float = 2.5e-4', 'learning_rate: float = 3e-4'))
+    ppo_copy.write_text(ppo_copy.read_text().replace('learning_rate: Annotated[float, Positive()] = 2.5e-4', 'learning_rate: float = 3e-4'))
     meta = run_copy()
     assert meta["git"]["is_dirty"] is True
     assert "+    learning_rate: float = 3e-4" in (meta["_dir"] / "code.diff").read_text()

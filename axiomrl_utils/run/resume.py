@@ -15,7 +15,7 @@ from axiomrl_utils.args import RunArgs, check_config_drift, read_config
 from axiomrl_utils.host import run_process_alive
 from axiomrl_utils.jsonl import truncate_jsonl
 from axiomrl_utils.provenance import git_state
-from axiomrl_utils.rundir import find_run_to_resume, read_metadata, utc_now
+from axiomrl_utils.rundir import read_metadata, utc_now
 
 
 class Resume(NamedTuple):
@@ -32,10 +32,12 @@ class Resume(NamedTuple):
         return self.payload[ckpt.RESERVED]["global_step"]
 
 
-def prepare_resume(args: RunArgs, algo: str) -> Resume:
-    """Every check a resume needs, done before anything on disk changes; UsageError on bad input."""
-    assert args.resume is not None
-    run_dir = find_run_to_resume(args.resume, algo)
+def prepare_resume(args: RunArgs, algo: str, run_dir: Path) -> Resume:
+    """Every check a resume needs, done before anything on disk changes; UsageError on bad input.
+
+    Call it holding the run's lock (`RunLock`): the pid check below only catches runs of versions
+    that did not lock.
+    """
     meta = read_metadata(run_dir)
     if meta.get("status") == "running" and run_process_alive(meta) and meta.get("pid") != os.getpid():
         raise UsageError(f"{run_dir} is still being trained by process {meta['pid']}; stop it first (or wait for it)")
@@ -58,7 +60,8 @@ def prepare_resume(args: RunArgs, algo: str) -> Resume:
 
 
 def reopen_run_dir(resume: Resume, args: RunArgs, script_dir: Path) -> dict[str, Any]:
-    """Cut the logs back to the checkpoint's step and record this resume; returns the metadata to continue with."""
+    """Cut the logs back to the checkpoint's step and record this resume in the metadata to continue
+    with (returned; `Run.restore` writes it, and config.yaml, once the checkpoint has loaded)."""
     from axiomrl_utils.run.metadata import wandb_identity
 
     run_dir, meta, step = resume.run_dir, resume.metadata, resume.step

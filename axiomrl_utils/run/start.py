@@ -10,27 +10,22 @@ from typing import Optional
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.args import RunArgs, write_config
+from axiomrl_utils.checks import check_args, warn_suspicious
 from axiomrl_utils.host import writable_dir_problem
-from axiomrl_utils.jsonl import write_json_atomic, write_text_atomic
+from axiomrl_utils.jsonl import remove_stale_temp_files, write_json_atomic, write_text_atomic
 from axiomrl_utils.provenance import git_state
+from axiomrl_utils.run.lock import RunLock
 from axiomrl_utils.run.resume import prepare_resume, reopen_run_dir
 from axiomrl_utils.run.training_run import Run
-from axiomrl_utils.rundir import DRY_RUN_OK, METADATA_FILE, create_run_dir
+from axiomrl_utils.rundir import DRY_RUN_OK, METADATA_FILE, create_run_dir, find_run_to_resume
 
 
 def check_run_args(args: RunArgs) -> None:
     """Run-management flags that cannot work, and extras they need, before anything is created."""
-    from axiomrl_utils.envs import require_positive
-
     for name in ("env_id", "total_timesteps"):
         if not hasattr(args, name):
             raise TypeError(f"{type(args).__name__} must declare `{name}`: run management reads it (see docs/writing-a-script.md)")
-    require_positive(args, "total_timesteps", "eval_episodes", "keep_checkpoints")
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 (off) or positive (got {getattr(args, name)})")
-    if args.pause_at_step is not None and args.pause_at_step <= 0:
-        raise UsageError(f"--pause-at-step must be positive (got {args.pause_at_step})")
+    check_args(args)
     if args.track and importlib.util.find_spec("wandb") is None:
         raise UsageError("--track needs Weights & Biases; install it with `pip install 'axiomrl[wandb]'`")
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
@@ -55,17 +50,27 @@ def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Ru
     check_run_args(args)
     if args.dry_run:
         if args.resume:
-            prepare_resume(args, algo)
+            run_dir = find_run_to_resume(args.resume, algo)
+            with RunLock.acquire(run_dir):  # a run being trained fails the dry run as it would fail the resume
+                prepare_resume(args, algo, run_dir)
+        warn_suspicious(args)
         what = f"resume of {args.resume}" if args.resume else f"{algo} on {args.env_id} seed {args.seed}"
         print(f"{DRY_RUN_OK}: {what}; the arguments are valid and nothing was created", flush=True)
         raise SystemExit(0)
     if args.resume:
-        resume = prepare_resume(args, algo)
-        meta = reopen_run_dir(resume, args, script_path.parent)
-        write_config(resume.run_dir, args)
-        run = Run(args, algo, resume.run_dir, meta, log_every=log_every, resume_payload=resume.payload)
-        run._write_metadata()
-        return run
+        run_dir = find_run_to_resume(args.resume, algo)
+        lock = RunLock.acquire(run_dir)  # before anything of the run is read: one writer per run
+        try:
+            resume = prepare_resume(args, algo, run_dir)
+            warn_suspicious(args)
+            remove_stale_temp_files(run_dir, run_dir / "checkpoints")  # a killed writer's; ours now, under the lock
+            meta = reopen_run_dir(resume, args, script_path.parent)
+            # config.yaml and metadata.json change in run.restore(), once the checkpoint has loaded
+            return Run(args, algo, run_dir, meta, log_every=log_every, resume_payload=resume.payload,
+                       config_changes=resume.config_changes, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     output_dir = Path(args.output_dir).expanduser()
     try:
@@ -75,13 +80,19 @@ def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Ru
     problem = writable_dir_problem(output_dir)
     if problem:
         raise UsageError(f"cannot write to --output-dir {args.output_dir} ({problem}); pass a writable directory")
+    warn_suspicious(args)
     run_dir = create_run_dir(output_dir, algo, args.env_id, args.seed)
-    git, diff = git_state(script_path.parent)
-    write_config(run_dir, args)
-    if diff is not None:
-        write_text_atomic(run_dir / "code.diff", diff)
-    meta = new_metadata(args, algo, script_path, run_dir, git)
-    write_json_atomic(run_dir / METADATA_FILE, meta)
-    run = Run(args, algo, run_dir, meta, log_every=log_every)
+    lock = RunLock.acquire(run_dir)  # held from the start, so a --resume of this run waits its turn
+    try:
+        git, diff = git_state(script_path.parent)
+        write_config(run_dir, args)
+        if diff is not None:
+            write_text_atomic(run_dir / "code.diff", diff)
+        meta = new_metadata(args, algo, script_path, run_dir, git)
+        write_json_atomic(run_dir / METADATA_FILE, meta)
+        run = Run(args, algo, run_dir, meta, log_every=log_every, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     run._write_metadata()
     return run

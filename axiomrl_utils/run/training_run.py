@@ -8,11 +8,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
+from axiomrl_utils import UsageError
 from axiomrl_utils import checkpoint as ckpt
-from axiomrl_utils.args import RunArgs, args_to_dict
+from axiomrl_utils.args import MUTABLE_ON_RESUME, RunArgs, args_to_dict, write_config
 from axiomrl_utils.run.best import BestTracker
 from axiomrl_utils.run.cadence import NEVER, Cadence
 from axiomrl_utils.run.checkpoints import CheckpointStore
+from axiomrl_utils.run.lock import RunLock
 from axiomrl_utils.run.metadata import MetadataFile
 from axiomrl_utils.run.metrics import MetricsLog
 from axiomrl_utils.run.resume import logged_metrics_of
@@ -31,6 +33,8 @@ class Run:
         metadata: dict[str, Any],
         log_every: Optional[int] = None,
         resume_payload: Optional[dict[str, Any]] = None,
+        config_changes: Optional[dict[str, tuple[Any, Any]]] = None,
+        lock: Optional[RunLock] = None,
     ) -> None:
         from axiomrl_utils.console import ConsoleProgress
         from axiomrl_utils.reproducibility import select_device
@@ -39,6 +43,11 @@ class Run:
         self.args, self.algo, self.dir = args, algo, run_dir
         self.device = select_device(args.cuda)
         self._resume_payload = resume_payload
+        self._config_changes = config_changes or {}
+        self._lock = lock
+        # a resume writes config.yaml and metadata.json only once restore() has loaded the checkpoint,
+        # so a checkpoint that does not fit a changed config leaves both as they were
+        self._committed = resume_payload is None
         reserved = resume_payload[ckpt.RESERVED] if resume_payload else {}
         saved = dict(reserved.get("run", {}))
         if resume_payload:
@@ -119,11 +128,22 @@ class Run:
         if not self.state.declared:
             raise RuntimeError("declare what the run checkpoints with run.declare_state(...) before run.restore()")
         payload, reserved = self._resume_payload, self._resume_payload[ckpt.RESERVED]
-        values = self.state.load(payload)
+        try:
+            values = self.state.load(payload)
+            if self.state.envs is not None and reserved["envs"] is not None:
+                ckpt.restore_vector_env(self.state.envs, reserved["envs"])
+        except Exception as e:
+            changed = [k for k in self._config_changes if k not in MUTABLE_ON_RESUME]
+            if not changed:
+                raise
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UsageError(
+                f"the checkpoint does not fit the changed {', '.join(changed)} ({why[:200]}); "
+                "resume with the run's values, or start a new run with the new ones"
+            ) from None
         envs_restored = False
         if self.state.envs is not None:
             if reserved["envs"] is not None:
-                ckpt.restore_vector_env(self.state.envs, reserved["envs"])
                 envs_restored = True
             else:
                 self.progress.message(
@@ -132,6 +152,8 @@ class Run:
                 )
         set_rng_state(reserved["rng"])
         self.metadata.data["resumes"][-1]["envs_restored"] = envs_restored
+        write_config(self.dir, self.args)
+        self._committed = True
         self._write_metadata()
         return {**values, "global_step": reserved["global_step"], "envs_restored": envs_restored}
 
@@ -258,6 +280,8 @@ class Run:
         """
         if not self.state.declared:
             raise RuntimeError("declare what the run checkpoints with run.declare_state(...) before run.save()")
+        if not self._committed:
+            raise RuntimeError("a resumed run must call run.restore() before run.save()")
         if global_step != self._open_step:
             self._advance(global_step)
         self._close_step()  # the row of this step belongs before its checkpoint
@@ -286,6 +310,8 @@ class Run:
         return self._wall_time_prior + (time.monotonic() - self._session_start)
 
     def _write_metadata(self, durable: bool = False) -> None:
+        if not self._committed:
+            return  # a resume whose checkpoint has not loaded yet leaves metadata.json as it was
         wall = self._wall_time()
         self.metadata.write(
             durable,
@@ -348,4 +374,8 @@ class Run:
             if self._eval_envs is not None:
                 self._eval_envs.close()
         finally:
-            self._write_metadata(durable=True)
+            try:
+                self._write_metadata(durable=True)
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
