@@ -302,6 +302,8 @@ def test_d3rlpy_builds_its_dataset(ppo_run: Path, tmp_path: Path) -> None:
     """The docs' d3rlpy snippet: an MDPDataset from the recorded Minari episodes."""
     env = {**script_env(), "PYTHONPATH": os.pathsep.join(p for p in (D3RLPY_PATH, str(REPO)) if p)}
     probe = subprocess.run([sys.executable, "-c", "import d3rlpy"], capture_output=True, text=True, env=env, timeout=120)
+    if probe.returncode != 0 and D3RLPY_PATH:  # the variable says it was installed there (CI): a failure, not a skip
+        pytest.fail(f"d3rlpy does not import from AXIOMRL_D3RLPY_PATH={D3RLPY_PATH}: {probe.stderr.strip()[-500:]}")
     if probe.returncode != 0:
         pytest.skip("d3rlpy is not importable (not an extra: it pins an older gymnasium; .ci/run installs it apart)")
     axiomrl_main(["eval", str(ppo_run), "--record", str(tmp_path / "ds"), "--episodes", "2", "--no-append"])
