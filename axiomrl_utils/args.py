@@ -125,6 +125,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{run_dir} has no {CONFIG_FILE}; it is not an AxiomRL run directory") from None
     except ValueError as e:
         raise UsageError(f"{e}; the run's configuration is damaged and it cannot be resumed") from None
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"{run_dir / CONFIG_FILE} cannot be read ({e.strerror}); the run's configuration is damaged") from None
     if not isinstance(config, dict):
         raise UsageError(f"{run_dir / CONFIG_FILE} does not hold a mapping of arguments")
     return config

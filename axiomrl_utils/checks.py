@@ -402,19 +402,31 @@ def logged_metrics(args_type: type) -> Optional[tuple[str, ...]]:
     return tuple(sorted(set(_METRIC_LITERAL.findall(source)) - set(ALWAYS_LOGGED)))
 
 
-def given_flags(args_type: type, argv: Sequence[str], names: Sequence[str]) -> set[str]:
+def given_flags(args_type: type, argv: Sequence[str], names: Sequence[str], others_ok: bool = False) -> set[str]:
     """Which of the fields `names` the command line sets, as tyro parses it (`--env-id`, `--env_id`, `--seed=3`).
 
     Parsing against defaults that no command line can produce (a sentinel per field) tells a flag
-    given with its default value apart from one not given at all.
+    given with its default value apart from one not given at all. `others_ok`: arguments that are
+    no field of `args_type` are ignored (the sweep checks a script's arguments against a few flags).
     """
+    decl = declarations(args_type)
+    bools = [name for name in names if decl[name].type is bool]
+    marks = {name: False if name in bools else -(2**62) - 7 if decl[name].type is int else "\0unset" for name in names}
+    given = _changed(args_type, argv, marks, others_ok)
+    if bools:  # a bool has no third value: parse again with the opposite defaults, for `--no-<flag>`
+        given |= _changed(args_type, argv, {name: True for name in bools}, others_ok)
+    return given
+
+
+def _changed(args_type: type, argv: Sequence[str], marks: dict[str, Any], others_ok: bool) -> set[str]:
+    """The fields of `marks` whose value tyro's parse of `argv` changes from the default put there."""
     import tyro
 
-    sentinel = args_type()
-    marks = {}
-    for name in names:
-        d = declarations(args_type)[name]
-        marks[name] = -(2**62) - 7 if d.type is int else "\0unset"
-        setattr(sentinel, name, marks[name])
-    parsed = tyro.cli(args_type, args=list(argv), default=sentinel)
-    return {name for name in names if getattr(parsed, name) != marks[name]}
+    default = args_type()
+    for name, mark in marks.items():
+        setattr(default, name, mark)
+    if others_ok:
+        parsed, _ = tyro.cli(args_type, args=list(argv), default=default, return_unknown_args=True)
+    else:
+        parsed = tyro.cli(args_type, args=list(argv), default=default)
+    return {name for name, mark in marks.items() if getattr(parsed, name) != mark}

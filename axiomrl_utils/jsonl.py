@@ -2,7 +2,7 @@
 
 Readers may look at these files while a run writes them, and a run may be killed at any instant,
 so: whole-file writes go through a temp file and `os.replace`, and jsonl readers skip a torn last
-line instead of failing.
+line instead of failing (any other damage is a warning for readers, a refusal for a resume).
 """
 
 from __future__ import annotations
@@ -114,17 +114,30 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterable[dict]:
-    """Yield the objects of a jsonl file, skipping a torn last line (a run killed mid-write).
+class JsonlDamage(ValueError):
+    """A jsonl file damaged other than by a torn last line; the message names the file and line."""
 
-    A line that does not parse anywhere but at the end means the file was damaged otherwise:
-    it is skipped with a warning naming the file and line.
+
+def _rows(path: Path, strict: bool, int_field: str | None = None) -> Iterator[dict]:
+    """The objects of a jsonl file; a torn last line (a run killed mid-write) is dropped silently.
+
+    Anything else wrong (a line in the middle that does not parse, a line that is not a JSON
+    object, `int_field` not an integer, a directory where the file should be) raises JsonlDamage
+    when `strict`, else is skipped with a warning naming the file and line.
     """
-    path = Path(path)
-    if not path.exists():
+    def damaged(problem: str) -> None:
+        if strict:
+            raise JsonlDamage(problem)
+        warnings.warn(f"{problem}; skipped", stacklevel=3)
+
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
         return
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+    except OSError as e:  # a directory in the file's place, no permission
+        damaged(f"{path} cannot be read as a jsonl file ({e.strerror})")
+        return
     last = len(lines) - 1
     while last >= 0 and not lines[last].strip():
         last -= 1
@@ -132,10 +145,26 @@ def iter_jsonl(path: str | os.PathLike) -> Iterable[dict]:
         if not raw.strip():
             continue
         try:
-            yield json.loads(raw)
+            row = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             if i != last:
-                warnings.warn(f"{path}:{i + 1} does not parse; skipped", stacklevel=2)
+                damaged(f"{path}:{i + 1} does not parse")
+            continue
+        if not isinstance(row, dict):
+            damaged(f"{path}:{i + 1} is not a JSON object")
+        elif int_field is not None and int_field in row and (type(row[int_field]) is not int):
+            damaged(f"{path}:{i + 1} has {int_field} {row[int_field]!r}, not an integer")
+        else:
+            yield row
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterable[dict]:
+    """Yield the objects of a jsonl file, skipping a torn last line (a run killed mid-write).
+
+    Any other damage (a line in the middle that does not parse, a line that is valid JSON but no
+    object, a directory in the file's place) is skipped with a warning naming the file and line.
+    """
+    return _rows(Path(path), strict=False)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -143,16 +172,25 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return list(iter_jsonl(path))
 
 
-def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
+def check_jsonl(path: str | os.PathLike, int_field: str | None = None) -> None:
+    """Raise JsonlDamage naming the file and line unless every line but a torn last one is an object
+    (whose `int_field`, when present, is an integer); a resume calls it before it changes anything."""
+    for _ in _rows(Path(path), strict=True, int_field=int_field):
+        pass
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool], int_field: str | None = None) -> int:
     """Atomically rewrite a jsonl file with only the rows for which `keep(row)` is true.
 
-    Used by resume to drop what a run logged after the checkpoint it restarts from (and a torn
-    last line). Returns the number of rows kept.
+    Used by resume to drop what a run logged after the checkpoint it restarts from, and a torn
+    last line; any other damage raises JsonlDamage (see `check_jsonl`) and the file stays as it
+    is, since dropping a line from the middle of a log would lose history silently. Returns the
+    number of rows kept.
     """
     path = Path(path)
     if not path.exists():
         return 0
-    kept = [row for row in iter_jsonl(path) if keep(row)]
+    kept = [row for row in _rows(path, strict=True, int_field=int_field) if keep(row)]
     write_text_atomic(path, "".join(dumps(row) + "\n" for row in kept))
     return len(kept)
 

@@ -5,6 +5,7 @@ a `--resume PATH` means. Imported by scripts (through the run and args modules) 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -44,6 +45,33 @@ def create_run_dir(output_dir: Path, algo: str, env_id: str, seed: int) -> Path:
     raise RuntimeError(f"could not create a unique run directory for {base} in {output_dir}")
 
 
+# The type each metadata.json field must have when present and not null: what the readers (report,
+# leaderboard, plot, eval, export, pack, resume) rely on. algo and env_id must be present.
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "algo": str, "env_id": str, "seed": int, "status": str, "pid": int, "hostname": str, "run_id": str,
+    "script": str, "created_at_utc": str, "command": list, "git": dict, "benchmark": dict, "summary": dict,
+    "resumes": list, "total_steps": int, "total_timesteps": int, "wall_time_s": (int, float),
+}
+REQUIRED_FIELDS = ("algo", "env_id")
+
+
+def metadata_problem(meta: Any) -> Optional[str]:
+    """Why `meta` is unusable as run metadata (`is not a JSON object`, `lacks algo`, `has seed [1], not an
+    int`), or None; one check shared by every reader, so a malformed field is a sentence, never a traceback."""
+    if not isinstance(meta, dict):
+        return "is not a JSON object"
+    missing = [k for k in REQUIRED_FIELDS if not meta.get(k)]
+    if missing:
+        return f"lacks {' and '.join(missing)}"
+    for name, types in FIELD_TYPES.items():
+        value = meta.get(name)
+        # bool is an int to isinstance, but `"seed": true` is as malformed as `"seed": [1]`
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            wanted = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            return f"has {name} {json.dumps(value)[:60]}, not a{'n' if wanted[0] in 'aeiou' else ''} {wanted}"
+    return None
+
+
 def read_metadata(run_dir: Path) -> dict[str, Any]:
     """metadata.json of a run; a UsageError naming the file when it is missing or damaged."""
     path = run_dir / METADATA_FILE
@@ -51,10 +79,15 @@ def read_metadata(run_dir: Path) -> dict[str, Any]:
         meta = read_json(path)
     except FileNotFoundError:
         raise UsageError(f"{run_dir} is not an AxiomRL run (it has no {METADATA_FILE})") from None
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"{path} cannot be read ({e.strerror}); the run's metadata is damaged") from None
     except ValueError as e:
         raise UsageError(f"{e}; the run's metadata is damaged") from None
     if not isinstance(meta, dict) or "algo" not in meta:
         raise UsageError(f"{path} is not AxiomRL run metadata")
+    problem = metadata_problem(meta)
+    if problem:
+        raise UsageError(f"{path} {problem}; the run's metadata is damaged, repair that field or use another run")
     return meta
 
 
@@ -78,6 +111,8 @@ def find_run_to_resume(path: str, algo: str, env_id: Optional[str] = None, seed:
         try:
             meta = read_json(child / METADATA_FILE)
         except (ValueError, OSError):
+            continue
+        if metadata_problem(meta):
             continue
         if meta.get("algo") == algo and env_id in (None, meta.get("env_id")) and seed in (None, meta.get("seed")):
             matches.append((meta.get("created_at_utc", ""), child.name, child))

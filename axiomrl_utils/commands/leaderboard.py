@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Iterable
 
 from axiomrl_utils import UsageError
-from axiomrl_utils.commands.output import Column, add_output_arguments, fmt_float, note, render, warn, write_output
+from axiomrl_utils.commands.output import (
+    Column,
+    add_output_arguments,
+    check_output_target,
+    fmt_float,
+    note,
+    render,
+    warn,
+    write_output,
+)
 from axiomrl_utils.commands.runs import (
     METRICS,
     RunRecord,
@@ -199,6 +208,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`axiomrl leaderboard`: exit 1 when a judged row regresses, else 0."""
+    if args.output not in (None, "-"):
+        check_output_target(args.output)  # refused before the bootstrap runs
     reference = load_reference(args.reference) if args.reference else None
     metric = args.metric or (reference.metric if reference else "train")
     if reference is not None and metric != reference.metric:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from axiomrl_utils import UsageError
 from axiomrl_utils.console import MISSING
 from axiomrl_utils.jsonl import dumps, write_text_atomic
 
@@ -121,13 +124,40 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
-def write_output(text: str, path: str | Path | None) -> None:
-    """Print `text` to stdout, or write it atomically to `path` (creating parent directories)."""
+_KINDS = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"))
+
+
+def check_output_target(path: str | Path, flag: str = "--output") -> Path:
+    """`path` as a Path when it is missing or a regular file; anything else (a symlink, a device, a
+    directory) is a UsageError, so an atomic rename never replaces what the user did not mean."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:  # e.g. a parent that is a file
+        raise UsageError(f"{flag} {path} cannot be written ({e.strerror}); pass the path of a regular file") from None
+    if stat.S_ISREG(mode):
+        return path
+    kind = next((name for test, name in _KINDS if test(mode)), "special file")
+    raise UsageError(f"{flag} {path} is a {kind}, not a regular file; it was left as it is, pass the path of a regular file")
+
+
+def write_output(text: str, path: str | Path | None, flag: str = "--output") -> None:
+    """Print `text` to stdout, or write it atomically to `path` (creating parent directories);
+    `path` must be missing or a regular file (`check_output_target`)."""
     if path is None or str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
+    path = check_output_target(path, flag)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot create {path.parent} ({e.strerror}); pass a path in a writable directory") from None
+    try:
+        write_text_atomic(path, text)
+    except OSError as e:
+        raise UsageError(f"{flag} {path} cannot be written ({e.strerror}); pass a path in a writable directory") from None
     note(f"wrote {path}")

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from axiomrl_utils import UsageError
 from axiomrl_utils.commands.trained_run import available_checkpoints, resolve_run
 from axiomrl_utils.host import nearest_existing_dir, run_process_alive
-from axiomrl_utils.rundir import METADATA_FILE
+from axiomrl_utils.rundir import METADATA_FILE, metadata_problem
 
 PACK_CHOICES = ("best", "latest", "all")
 # Already compressed: deflating them costs time and saves nothing.
@@ -134,6 +134,33 @@ def _unsafe_reason(info: zipfile.ZipInfo) -> Optional[str]:
     return None
 
 
+NAME_MAX = 255  # bytes per path component on Linux, macOS and Windows file systems
+
+
+def _layout_problem(infos: list[zipfile.ZipInfo]) -> Optional[str]:
+    """Why the entries cannot all be extracted side by side, or None: two entries naming the same path
+    (`a/b` and `a/./b` too), a file that another entry needs as a directory, a name component too long."""
+    files: dict[tuple[str, ...], str] = {}
+    dirs: dict[tuple[str, ...], str] = {}
+    for info in infos:
+        parts = tuple(p for p in PurePosixPath(info.filename).parts if p != ".")
+        long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+        if long is not None:
+            return f"its entry {info.filename[:80]!r} has a name over {NAME_MAX} bytes, which no file system stores"
+        if info.is_dir():
+            dirs.setdefault(parts, info.filename)
+        elif parts in files:
+            return f"it holds {info.filename!r} twice"
+        else:
+            files[parts] = info.filename
+        for i in range(1, len(parts)):  # every parent must be a directory
+            dirs.setdefault(parts[:i], info.filename)
+    clash = next((name for parts, name in files.items() if parts in dirs), None)
+    if clash is not None:
+        return f"its entry {clash!r} is a file, but another entry needs it as a directory"
+    return None
+
+
 def inspect_zip(zip_path: Path) -> tuple[str, dict[str, Any], list[zipfile.ZipInfo]]:
     """Validate a zip as an AxiomRL run pack before anything is extracted: (run name, metadata, entries).
 
@@ -157,9 +184,9 @@ def inspect_zip(zip_path: Path) -> tuple[str, dict[str, Any], list[zipfile.ZipIn
                         f"refusing {zip_path}: its entry {info.filename!r} {reason}; "
                         "only unpack zips written by `axiomrl pack` (nothing was extracted)"
                     )
-            if len(set(names)) != len(names):
-                duplicate = next(n for n in names if names.count(n) > 1)
-                raise UsageError(f"refusing {zip_path}: it holds {duplicate!r} twice; only unpack zips written by `axiomrl pack`")
+            problem = _layout_problem(infos)
+            if problem:
+                raise UsageError(f"refusing {zip_path}: {problem}; only unpack zips written by `axiomrl pack` (nothing was extracted)")
             tops = {PurePosixPath(n).parts[0] for n in names if PurePosixPath(n).parts}
             top = next(iter(tops)) if len(tops) == 1 else None
             meta_name = f"{top}/{METADATA_FILE}"
@@ -176,6 +203,9 @@ def inspect_zip(zip_path: Path) -> tuple[str, dict[str, Any], list[zipfile.ZipIn
         raise UsageError(f"{zip_path} is a damaged zip ({e}); pack the run again") from None
     if not isinstance(metadata, dict) or "algo" not in metadata or "schema_version" not in metadata:
         raise UsageError(f"{zip_path} is not an AxiomRL run ({meta_name} is not run metadata); pass a zip written by `axiomrl pack`")
+    problem = metadata_problem(metadata)
+    if problem:
+        raise UsageError(f"refusing {zip_path}: its {meta_name} {problem}; pack the run again (nothing was extracted)")
     return top, metadata, infos
 
 
@@ -235,6 +265,10 @@ def unpack(zip_path: str | os.PathLike, output_dir: str | os.PathLike = "runs") 
     except zipfile.BadZipFile as e:  # a CRC error or a truncated entry found while extracting
         shutil.rmtree(staging, ignore_errors=True)
         raise UsageError(f"{zip_path} is damaged ({e}); nothing was unpacked, pack the run again") from None
+    except OSError as e:  # what inspect_zip cannot foresee: a full disk, a file system's own limits
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"unpacking {zip_path} into {root} failed ({e.strerror or e}); nothing was unpacked, "
+                         "fix that and unpack again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -70,7 +70,7 @@ def _slug(text: str) -> str:
 def _frame(path: Path, columns: Sequence[str]) -> "pd.DataFrame":
     import pandas as pd
 
-    frame = pd.DataFrame.from_records([row for row in read_jsonl(path) if isinstance(row, dict)])
+    frame = pd.DataFrame.from_records(read_jsonl(path))
     if frame.empty or any(c not in frame for c in columns):
         return pd.DataFrame(columns=list(columns))
     return frame

@@ -14,7 +14,15 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Iterable
 
-from axiomrl_utils.commands.output import Column, add_output_arguments, fmt_float, fmt_int, render, write_output
+from axiomrl_utils.commands.output import (
+    Column,
+    add_output_arguments,
+    check_output_target,
+    fmt_float,
+    fmt_int,
+    render,
+    write_output,
+)
 from axiomrl_utils.commands.runs import RunRecord, add_run_selection_arguments, finite_number, run_metric, selected_runs
 from axiomrl_utils.console import MISSING, fmt_duration
 
@@ -113,6 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`axiomrl report`: one row per run. Exit 0, or UsageError when no run could be reported."""
+    if args.output not in (None, "-"):
+        check_output_target(args.output)  # before anything is written, the HTML page included
     runs = selected_runs(args)
     rows = report_rows(runs)
     if args.html is not None:
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
         from axiomrl_utils.commands.html_report import write_html_report
 
-        target = Path(args.html or Path(args.runs_dirs[0]) / "report.html")
+        target = check_output_target(args.html or Path(args.runs_dirs[0]) / "report.html", "--html")
         page = write_html_report(runs, rows, target, f"AxiomRL report: {', '.join(args.runs_dirs)}")
         print(f"wrote {page}", file=sys.stderr)
     write_output(render(rows, REPORT_COLUMNS, args.format), args.output)

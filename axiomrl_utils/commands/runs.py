@@ -24,7 +24,7 @@ from axiomrl_utils import UsageError
 from axiomrl_utils.commands.output import note, warn
 from axiomrl_utils.host import run_process_alive
 from axiomrl_utils.jsonl import iter_jsonl
-from axiomrl_utils.rundir import METADATA_FILE
+from axiomrl_utils.rundir import METADATA_FILE, metadata_problem
 
 SCHEMA_VERSIONS = (1,)
 STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
@@ -164,9 +164,9 @@ def load_run(path: str | os.PathLike, hostname: str | None = None) -> RunRecord:
             f"{meta_path} has schema_version {version!r}, which this axiomrl does not read "
             f"(it reads {', '.join(map(str, SCHEMA_VERSIONS))}); upgrade axiomrl"
         )
-    missing = [k for k in ("algo", "env_id") if not metadata.get(k)]
-    if missing:
-        raise ValueError(f"{meta_path} lacks {' and '.join(missing)}")
+    problem = metadata_problem(metadata)
+    if problem:
+        raise ValueError(f"{meta_path} {problem}")
     return RunRecord(dir=os.fspath(path), metadata=metadata, status=effective_status(metadata, hostname))
 
 
@@ -233,8 +233,8 @@ def finite_number(value: Any) -> float | None:
 
 
 def _rows(run_dir: str, name: str) -> Iterable[dict]:
-    """The objects of a run's jsonl log; lines that parse to something else are ignored."""
-    return (row for row in iter_jsonl(os.path.join(run_dir, name)) if isinstance(row, dict))
+    """The objects of a run's jsonl log (`iter_jsonl` warns about and skips any other line)."""
+    return iter_jsonl(os.path.join(run_dir, name))
 
 
 @functools.lru_cache(maxsize=4096)

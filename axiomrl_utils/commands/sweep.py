@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -52,6 +53,7 @@ from axiomrl_utils.commands.sweep_backends import (
     Task,
     check_ray_address,
     next_action,
+    read_json_quiet,
     read_metadata_quiet,
     run_dirs_in,
     slurm_minutes,
@@ -67,12 +69,45 @@ if TYPE_CHECKING:
 SWEEP_FILE = "sweep.json"
 SCHEMA_VERSION = 1
 PROG = "python -m axiomrl_utils.benchmark"
-RESERVED_FLAGS = ("--env-id", "--seed", "--output-dir", "--resume", "--dry-run")
 CHECK_TIMEOUT_S = 600.0
 TICK_S = 0.25
 
 
 # ---------------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class ReservedFlags:
+    """The flags the sweep sets for each run itself; tyro parses the arguments after `--` against
+    them exactly as a script would, so every spelling (`--env_id`, `--seed=3`) is caught."""
+
+    env_id: str = ""
+    seed: int = 0
+    output_dir: str = ""
+    resume: Optional[str] = None
+    dry_run: bool = False
+
+
+def reserved_flags_given(extra: list[str]) -> list[str]:
+    """The reserved flags (`ReservedFlags`) among `extra`, as `--kebab-case`; UsageError when tyro
+    cannot parse one (`--seed abc`), which means it was given."""
+    import contextlib
+    import dataclasses
+    import io
+
+    from axiomrl_utils.checks import flag, given_flags
+
+    names = [f.name for f in dataclasses.fields(ReservedFlags)]
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            given = given_flags(ReservedFlags, extra, names, others_ok=True)
+    except SystemExit:
+        shown = ", ".join(flag(n) for n in names)
+        raise UsageError(f"the arguments after -- give a flag the sweep sets for each run itself ({shown}) "
+                         f"in a form that does not parse ({_tyro_message(stderr.getvalue()) or 'see the script --help'}); "
+                         "remove it from the arguments after --") from None
+    return [flag(n) for n in names if n in given]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,9 +198,8 @@ def check_arguments(args: argparse.Namespace, extra: list[str]) -> None:
         raise UsageError(f"--slurm-max-requeues must be 0 or more (got {args.slurm_max_requeues})")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
         raise UsageError(f"--name {args.name!r} cannot be a directory name; use letters, digits, '.', '_' and '-'")
-    for flag in RESERVED_FLAGS:
-        if any(a == flag or a.startswith(flag + "=") for a in extra):
-            raise UsageError(f"the sweep sets {flag} for each run itself; remove {flag} from the arguments after --")
+    for flag in reserved_flags_given(extra)[:1]:
+        raise UsageError(f"the sweep sets {flag} for each run itself; remove {flag} from the arguments after --")
     if args.resume_sweep:
         given = [f for f, v in (("--command", args.commands), ("--env-ids", args.env_ids), ("arguments after --", extra)) if v]
         if given:
@@ -276,12 +310,45 @@ def load_sweep(sweep_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{sweep_dir} holds no {SWEEP_FILE}, so it is not a sweep directory; pass the directory the sweep printed") from None
     except ValueError as e:
         raise UsageError(f"{e}; the sweep record is damaged, start a new sweep with another --name") from None
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"{path} cannot be read ({e.strerror}); the sweep record is damaged, start a new sweep with another --name") from None
     if not isinstance(sweep, dict) or not isinstance(sweep.get("runs"), list) or "settings" not in sweep:
         raise UsageError(f"{path} is not an AxiomRL sweep record; pass a directory made by {PROG}")
+    problem = sweep_record_problem(sweep)
+    if problem:
+        raise UsageError(f"{path} {problem}; the sweep record is damaged, repair it or start a new sweep with another --name")
     driver = sweep.get("driver") or {}
     if sweep.get("status") == "running" and run_process_alive(driver) and driver.get("pid") != os.getpid():
         raise UsageError(f"the sweep in {sweep_dir} is being run by process {driver['pid']}; wait for it or stop it first")
     return sweep
+
+
+# What the launcher reads from sweep.json: the settings' lists and each run record's fields, by type.
+SETTINGS_FIELDS = {"commands": str, "env_ids": str, "seeds": int, "extra_args": str}
+RUN_FIELDS = {"key": str, "algo": str, "command": str, "env_id": str, "seed": int, "slot": str, "log_file": str, "status": str}
+
+
+def sweep_record_problem(sweep: dict[str, Any]) -> Optional[str]:
+    """What makes a loaded sweep.json unusable (a field missing or of the wrong type, a slot outside
+    the sweep directory), or None."""
+    settings = sweep["settings"]
+    if not isinstance(settings, dict):
+        return "has settings that are not an object"
+    for name, kind in SETTINGS_FIELDS.items():
+        value = settings.get(name)
+        if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+            return f"has settings.{name} {dumps(value)[:60]}, not a list of {'ints' if kind is int else 'strings'}"
+    if not isinstance(sweep.get("driver") or {}, dict):
+        return "has a driver that is not an object"
+    for i, run in enumerate(sweep["runs"]):
+        if not isinstance(run, dict):
+            return f"has runs[{i}] that is not an object"
+        for name, kind in RUN_FIELDS.items():
+            if not isinstance(run.get(name), kind) or isinstance(run.get(name), bool):
+                return f"has runs[{i}].{name} {dumps(run.get(name))[:60]}, not {'an int' if kind is int else 'a string'}"
+        if any(part in ("..", "") for part in run["slot"].split("/")) or run["slot"].startswith("/"):
+            return f"has runs[{i}].slot {run['slot']!r} outside the sweep directory"
+    return None
 
 
 def merge_settings(sweep: dict[str, Any], commands: list[str], env_ids: list[str], seeds: list[int], extra: list[str]) -> None:
@@ -299,9 +366,17 @@ def merge_settings(sweep: dict[str, Any], commands: list[str], env_ids: list[str
 
 
 def new_sweep_dir(root: Path, name: Optional[str], algos: list[str]) -> Path:
+    """Create the directory of a new sweep exclusively: of two sweeps started with the same --name at
+    the same instant, one runs and the other gets a UsageError (they would share every run)."""
     if name:
         path = root / name
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            driver = (read_json_quiet(path / SWEEP_FILE).get("driver") or {}).get("pid")
+            by = f"process {driver}" if isinstance(driver, int) else "another process"
+            raise UsageError(f"a sweep named {name} was started at the same time by {by} in {path}; wait for it and rerun "
+                             "with the same --name to continue it, or pick another --name") from None
         return path
     base = f"{'-'.join(dict.fromkeys(algos))}__{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for attempt in range(1000):

@@ -84,15 +84,18 @@ def run_dirs_in(slot: Path) -> list[Path]:
     return sorted((p for p in slot.iterdir() if (p / METADATA_FILE).is_file()), key=lambda p: p.name)
 
 
-def read_metadata_quiet(run_dir: Optional[Path]) -> dict[str, Any]:
-    """metadata.json of a run, or {} when it is missing or unreadable (a run being created)."""
-    if run_dir is None:
-        return {}
+def read_json_quiet(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing, unreadable or no object (a file being created)."""
     try:
-        meta = read_json(run_dir / METADATA_FILE)
+        data = read_json(path)
     except (OSError, ValueError):
         return {}
-    return meta if isinstance(meta, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_metadata_quiet(run_dir: Optional[Path]) -> dict[str, Any]:
+    """metadata.json of a run, or {} when it is missing or unreadable (a run being created)."""
+    return {} if run_dir is None else read_json_quiet(run_dir / METADATA_FILE)
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -3,6 +3,7 @@ its checkpoint (logs cut back to the checkpoint's step, a `resumes` entry in met
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -13,9 +14,24 @@ from axiomrl_utils import UsageError
 from axiomrl_utils import checkpoint as ckpt
 from axiomrl_utils.args import RunArgs, check_config_drift, read_config
 from axiomrl_utils.host import run_process_alive
-from axiomrl_utils.jsonl import truncate_jsonl
+from axiomrl_utils.jsonl import JsonlDamage, check_jsonl, truncate_jsonl
 from axiomrl_utils.provenance import git_state
 from axiomrl_utils.rundir import read_metadata, utc_now
+
+
+# The logs a resume cuts back to the checkpoint's step, and the field holding each row's step.
+LOGS = (("metrics.jsonl", "global_step"), ("train_episodes.jsonl", "global_step"),
+        ("eval_episodes.jsonl", "global_step"), ("checkpoints/checkpoints.jsonl", "step"))
+
+
+def check_logs(run_dir: Path) -> None:
+    """UsageError naming the file and line when a log is damaged other than by a torn last line:
+    cutting it back would drop that line silently, so the resume stops before anything changes."""
+    for name, field in LOGS:
+        try:
+            check_jsonl(run_dir / name, field)
+        except JsonlDamage as e:
+            raise UsageError(f"{e}, so the log is damaged; repair or remove that line (or start a new run), then resume") from None
 
 
 class Resume(NamedTuple):
@@ -42,6 +58,7 @@ def prepare_resume(args: RunArgs, algo: str, run_dir: Path) -> Resume:
     if meta.get("status") == "running" and run_process_alive(meta) and meta.get("pid") != os.getpid():
         raise UsageError(f"{run_dir} is still being trained by process {meta['pid']}; stop it first (or wait for it)")
     changes = check_config_drift(read_config(run_dir), args)
+    check_logs(run_dir)
     try:
         path, payload = ckpt.load_newest(run_dir / "checkpoints")
     except ckpt.CheckpointError as e:
@@ -59,19 +76,22 @@ def prepare_resume(args: RunArgs, algo: str, run_dir: Path) -> Resume:
     return Resume(run_dir, meta, path, payload, changes)
 
 
+def _kept(row: dict[str, Any], field: str, step: int, eval_log: bool) -> bool:
+    """Whether a log row stays at a resume from `step`: logged at or before it, or (eval_episodes.jsonl)
+    an evaluation of `axiomrl eval` (other tags), which is not part of training."""
+    return (eval_log and row.get("tag") != "train") or row.get(field, -1) <= step
+
+
 def reopen_run_dir(resume: Resume, args: RunArgs, script_dir: Path) -> dict[str, Any]:
     """Cut the logs back to the checkpoint's step and record this resume in the metadata to continue
     with (returned; `Run.restore` writes it, and config.yaml, once the checkpoint has loaded)."""
     from axiomrl_utils.run.metadata import wandb_identity
 
     run_dir, meta, step = resume.run_dir, resume.metadata, resume.step
-    for name in ("metrics.jsonl", "train_episodes.jsonl"):
-        truncate_jsonl(run_dir / name, lambda row: row.get("global_step", -1) <= step)
-    # evaluations of `axiomrl eval` (other tags) are not part of training and stay
-    truncate_jsonl(run_dir / "eval_episodes.jsonl", lambda row: row.get("tag") != "train" or row.get("global_step", -1) <= step)
-    truncate_jsonl(run_dir / "checkpoints" / "checkpoints.jsonl", lambda row: row.get("step", -1) <= step)
+    for name, field in LOGS:
+        truncate_jsonl(run_dir / name, functools.partial(_kept, field=field, step=step, eval_log=name == "eval_episodes.jsonl"), field)
     git, _ = git_state(script_dir)
-    meta["resumes"].append(
+    meta.setdefault("resumes", []).append(
         {
             "time_utc": utc_now(),
             "from_step": step,
@@ -83,7 +103,7 @@ def reopen_run_dir(resume: Resume, args: RunArgs, script_dir: Path) -> dict[str,
         }
     )
     meta.update({"status": "running", "error": None, "stop_reason": None, "pid": os.getpid(), "hostname": socket.gethostname()})
-    meta["total_timesteps"] = meta["benchmark"]["total_timesteps"] = args.total_timesteps
+    meta["total_timesteps"] = meta.setdefault("benchmark", {})["total_timesteps"] = args.total_timesteps
     if args.track and not meta.get("wandb"):
         meta["wandb"] = wandb_identity(args)
     return meta
