@@ -116,8 +116,11 @@ def test_non_object_jsonl_line_is_skipped_with_a_warning(tmp_path):
     run = _runs(tmp_path, 1)[0]
     log = run / "train_episodes.jsonl"
     log.write_text('{"global_step": 1, "return": 5.0}\n[1, 2]\n"text"\n{"global_step": 2, "return": 7.0}\n')
-    with pytest.warns(UserWarning, match=r"train_episodes.jsonl:2 is not a JSON object; skipped"):
+    with pytest.warns(UserWarning) as warned:
         assert [r["return"] for r in iter_jsonl(log)] == [5.0, 7.0]
+    assert [str(w.message).split("/")[-1] for w in warned] == [
+        "train_episodes.jsonl:2 is not a JSON object; skipped", "train_episodes.jsonl:3 is not a JSON object; skipped",
+    ]
     (run / "eval_episodes.jsonl").unlink()
     (run / "eval_episodes.jsonl").mkdir()
     _set_meta(run, summary={})
@@ -228,3 +231,38 @@ def test_malformed_sweep_record_is_one_sentence(tmp_path):
     (sweep_dir / "sweep.json").write_text(json.dumps(record))
     with pytest.raises(UsageError, match=r"sweep.json has runs\[0\].seed \"1\", not an int; the sweep record is damaged"):
         launcher.main(["--resume-sweep", str(sweep_dir)])
+
+
+def test_a_second_ctrl_c_during_a_save_waits_for_the_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C, then Ctrl-C again while the checkpoint is being written: the checkpoint completes and
+    loads, then the run leaves with one line and exit status 130, not a traceback."""
+    import json
+    import os
+    import signal
+
+    from axiomrl import dqn
+    from axiomrl_utils import checkpoint as ckpt
+    from axiomrl_utils.run import start_run
+
+    args = dqn.Args(output_dir=str(tmp_path), progress=False, total_timesteps=1000, eval_every=0, checkpoint_every=0)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as stopped:
+        with start_run(args, dqn.__file__) as run:
+            run.declare_state()
+            write = run.checkpoints.write
+
+            def write_interrupted(*a, **k):
+                os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C arrives mid-save
+                return write(*a, **k)
+
+            run.checkpoints.write = write_interrupted
+            os.kill(os.getpid(), signal.SIGINT)  # the first: save, then stop
+            assert run.due("checkpoint", 10)
+            run.save(10)
+            pytest.fail("the save should have ended the run")
+    assert stopped.value.code == 130
+    run_dir = run.dir
+    assert ckpt.load(run_dir / "checkpoints" / "latest.pt")[ckpt.RESERVED]["global_step"] == 10
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["status"] == "interrupted" and meta["latest_checkpoint_path"] == "checkpoints/latest.pt"
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the run's handlers are gone

@@ -3,6 +3,7 @@ log, the cadence, the best checkpoint, the checkpoint store, metadata.json and t
 
 from __future__ import annotations
 
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from axiomrl_utils.run.lock import RunLock
 from axiomrl_utils.run.metadata import MetadataFile
 from axiomrl_utils.run.metrics import MetricsLog
 from axiomrl_utils.run.resume import logged_metrics_of
-from axiomrl_utils.run.signals import StopSignals
+from axiomrl_utils.run.signals import EXIT_CODES, StopSignals
 from axiomrl_utils.run.state import DeclaredState
 
 
@@ -100,8 +101,11 @@ class Run:
         if exc_type is None:
             self.finish()
             return False
-        if issubclass(exc_type, KeyboardInterrupt):
+        if issubclass(exc_type, KeyboardInterrupt):  # a second Ctrl-C: one line, not a traceback
             self.close(status="interrupted", stop_reason="SIGINT")
+            where = f"step {self._last_saved_step:,}" if self._last_saved_step is not None else "its last checkpoint"
+            self.progress.message(f"interrupted: the run continues from {where} with --resume {self.dir}")
+            raise SystemExit(EXIT_CODES[signal.SIGINT]) from None
         else:
             message = str(exc) or exc_type.__name__
             self.close(status="failed", error=f"{exc_type.__name__}: {message}"[:2000])
@@ -298,11 +302,12 @@ class Run:
             "run": {"wall_time_s": self._wall_time(), "best": self.best.best, **self.metrics.state()},
         }
         payload, resume_state = self.state.build_payload(values, meta)
-        step_file = self.checkpoints.write(global_step, payload, resume_state, is_best, self.metrics.latest_row)
-        self.metrics.logger.flush()
-        self._last_saved_step = global_step
-        self.metadata.data["latest_checkpoint_path"] = "checkpoints/latest.pt"
-        self._write_metadata(durable=True)
+        with self.signals.deferred():  # a second Ctrl-C now waits for the checkpoint to be complete
+            step_file = self.checkpoints.write(global_step, payload, resume_state, is_best, self.metrics.latest_row)
+            self.metrics.logger.flush()
+            self._last_saved_step = global_step
+            self.metadata.data["latest_checkpoint_path"] = "checkpoints/latest.pt"
+            self._write_metadata(durable=True)
         return step_file
 
     # ------------------------------------------------------------------ metadata and shutdown
