@@ -114,6 +114,21 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
+def read_json_input(path: str | os.PathLike, what: str, fix: str) -> Any:
+    """`read_json` for a file the user names on the command line: a missing, unreadable or
+    unparsable file becomes one UsageError sentence, "<what> <path> ...; <fix>"."""
+    from axiomrl_utils import UsageError
+
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist; {fix}") from None
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"{what} {path} cannot be read ({e.strerror}); {fix}") from None
+    except ValueError as e:
+        raise UsageError(f"{what} {e}; {fix}") from None
+
+
 class JsonlDamage(ValueError):
     """A jsonl file damaged other than by a torn last line; the message names the file and line."""
 

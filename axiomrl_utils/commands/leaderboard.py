@@ -34,7 +34,7 @@ from axiomrl_utils.commands.runs import (
 )
 from axiomrl_utils.commands.stats import DEFAULT_RESAMPLES, aggregate_groups
 from axiomrl_utils.console import MISSING
-from axiomrl_utils.jsonl import read_json
+from axiomrl_utils.jsonl import read_json_input
 
 MIN_SEEDS = 5
 
@@ -65,14 +65,7 @@ def load_reference(path: str | os.PathLike) -> Reference:
     """
     path = Path(path)
     fix = "fix it or pass another --reference (e.g. benchmark/reference/cleanrl.json)"
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise UsageError(f"reference file {path} does not exist; {fix}") from None
-    except OSError as e:
-        raise UsageError(f"reference file {path} cannot be read ({e.strerror}); {fix}") from None
-    except ValueError as e:
-        raise UsageError(f"reference file {e}; {fix}") from None
+    data = read_json_input(path, "reference file", fix)
     if isinstance(data, list):  # the JSON of `axiomrl leaderboard --format json` is a reference too
         metrics = {row.get("metric", "train") for row in data if isinstance(row, dict)}
         data = {"results": data, "metric": metrics.pop() if len(metrics) == 1 else "train"}

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.commands.runs import finite_number
-from axiomrl_utils.jsonl import read_json
+from axiomrl_utils.jsonl import read_json_input
 
 NORMALIZATIONS = {
     "reference": "(score - random) / (target - random), per env from --reference-scores",
@@ -42,14 +42,7 @@ def load_reference_scores(path: str | os.PathLike) -> ReferenceScores:
     """Read a reference-scores file (format of benchmark/reference/scores.json); UsageError when unusable."""
     path = Path(path)
     fix = "fix it, pass another --reference-scores FILE, or use --normalize minmax"
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise UsageError(f"reference-scores file {path} does not exist; {fix}") from None
-    except OSError as e:
-        raise UsageError(f"reference-scores file {path} cannot be read ({e.strerror}); {fix}") from None
-    except ValueError as e:
-        raise UsageError(f"reference-scores file {e}; {fix}") from None
+    data = read_json_input(path, "reference-scores file", fix)
     entries = data.get("scores") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         raise UsageError(f"reference-scores file {path} has no 'scores' object; {fix}")
