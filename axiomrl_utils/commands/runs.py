@@ -51,7 +51,7 @@ class RunRecord:
     host is `crashed`; `metadata["status"]` keeps what the run recorded.
     """
 
-    dir: str  # the directory as found (a str: building 10 000 Paths up front costs ~0.1 s)
+    dir: str  # the directory as found (a str: Paths for every run up front cost a sweep's report time)
     metadata: dict = field(repr=False)
     status: str
 
@@ -145,8 +145,8 @@ def effective_status(metadata: dict, hostname: str | None = None) -> str:
 def load_run(path: str | os.PathLike, hostname: str | None = None) -> RunRecord:
     """Read one run directory's metadata.json; raises ValueError naming the file if it is unusable."""
     meta_path = os.path.join(path, METADATA_FILE)
-    # Not jsonl.read_json: its pathlib + text decoding cost ~20 us a file, 0.1-0.2 s per 10 000
-    # runs; json.loads decodes the UTF-8 bytes itself.
+    # Not jsonl.read_json: its pathlib + text decoding add up over 10 000 runs (benchmark/README.md);
+    # json.loads decodes the UTF-8 bytes itself.
     try:
         with open(meta_path, "rb") as f:
             metadata = json.loads(f.read())

@@ -11,7 +11,7 @@ import inspect
 from typing import Any, Sequence
 
 DEFAULT_RESAMPLES = 2000
-# Groups per vectorized bootstrap call; 4-8 measured fastest (3.4 ms a group vs 5.0 ms one by one).
+# Groups per vectorized bootstrap call: a few at once beat one by one and all at once (benchmark/README.md).
 BOOTSTRAP_CHUNK = 8
 CONFIDENCE = 0.95
 
@@ -86,9 +86,9 @@ def aggregate_groups(groups: Sequence[Sequence[float]], n_resamples: int = DEFAU
 def _iqm(x: Any, axis: int = -1) -> Any:
     """`scipy.stats.trim_mean(x, 0.25, axis=axis)`, for the bootstrap's thousands of resamples.
 
-    trim_mean finds the cut points with a two-point `np.partition`, which numpy does ~7x slower
-    than a full sort of rows of tens of seeds (0.45 s of a 10 000-run leaderboard). The same values
-    are averaged, so the result equals trim_mean's up to summation order (~1e-16).
+    trim_mean finds the cut points with a two-point `np.partition`, which numpy does several times
+    slower than a full sort of rows of tens of seeds (benchmark/README.md). The same values are
+    averaged, so the result equals trim_mean's up to summation order.
     """
     import numpy as np
 
