@@ -23,7 +23,7 @@ import torch.optim as optim
 
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import Above, AtLeast, Finite, NonEmpty, Positive, Range, WarnFrom, check_args
-from axiomrl_utils.envs import require_env
+from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
@@ -70,7 +70,7 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        return gym.make(args.env_id, render_mode=render_mode)
+        return create_env(args, render_mode=render_mode)
 
     return thunk
 
@@ -126,7 +126,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
-    observation_space, action_space = require_env(args.env_id, "c51.py", action_space="discrete")
+    observation_space, action_space = require_env(args, "c51.py", action_space="discrete")
     check_replay_buffer(args.buffer_size, args.batch_size, 1, observation_space, action_space)
 
     with start_run(args, __file__, log_every=LOG_EVERY) as run:

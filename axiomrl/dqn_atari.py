@@ -69,7 +69,7 @@ class Args(RunArgs):
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
         # evaluation envs drop episodic life and reward clipping: evaluation returns are game scores
-        return make_atari_env(args.env_id, evaluation=evaluation, render_mode=render_mode)
+        return make_atari_env(args, evaluation=evaluation, render_mode=render_mode)
 
     return thunk
 
@@ -112,7 +112,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
-    _, action_space = require_atari_env(args.env_id, "dqn_atari.py")
+    _, action_space = require_atari_env(args, "dqn_atari.py")
     probe = make_env(args, 0)()  # the preprocessed observation space sizes the buffer
     observation_space = probe.observation_space
     probe.close()

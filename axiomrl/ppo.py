@@ -19,7 +19,7 @@ import torch.optim as optim
 
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
-from axiomrl_utils.envs import require_env
+from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -67,7 +67,7 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        return gym.make(args.env_id, render_mode=render_mode)
+        return create_env(args, render_mode=render_mode)
 
     return thunk
 
@@ -151,7 +151,7 @@ def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorE
 def main(args: Args) -> None:
     check_args(args)
     batch_size = args.num_envs * args.num_steps
-    require_env(args.env_id, "ppo.py", action_space="discrete")
+    require_env(args, "ppo.py", action_space="discrete")
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 

@@ -66,7 +66,7 @@ class Args(RunArgs):
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
         # evaluation envs drop episodic life and reward clipping: evaluation returns are game scores
-        return make_atari_env(args.env_id, evaluation=evaluation, render_mode=render_mode)
+        return make_atari_env(args, evaluation=evaluation, render_mode=render_mode)
 
     return thunk
 
@@ -138,7 +138,7 @@ def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorE
 def main(args: Args) -> None:
     check_args(args)
     batch_size = args.num_envs * args.num_steps
-    require_atari_env(args.env_id, "ppo_atari.py")
+    require_atari_env(args, "ppo_atari.py")
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 

@@ -21,7 +21,7 @@ from torch.distributions.normal import Normal
 
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
-from axiomrl_utils.envs import require_env
+from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.normalization import EnvNormalization, normalized_policy
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -70,7 +70,7 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        env = gym.make(args.env_id, render_mode=render_mode)
+        env = create_env(args, render_mode=render_mode)
         env = gym.wrappers.FlattenObservation(env)  # dm_control-style Dict observations
         if evaluation:  # raw observations and true rewards: the policy normalises with frozen statistics
             return env
@@ -145,7 +145,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 def main(args: Args) -> None:
     check_args(args)
     batch_size = args.num_envs * args.num_steps
-    require_env(args.env_id, "ppo_continuous_action.py", action_space="continuous")
+    require_env(args, "ppo_continuous_action.py", action_space="continuous")
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 

@@ -20,7 +20,7 @@ import torch.optim as optim
 
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
-from axiomrl_utils.envs import require_env
+from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
@@ -64,7 +64,7 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        return gym.make(args.env_id, render_mode=render_mode)
+        return create_env(args, render_mode=render_mode)
 
     return thunk
 
@@ -148,7 +148,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
-    observation_space, action_space = require_env(args.env_id, "sac_continuous_action.py", action_space="continuous")
+    observation_space, action_space = require_env(args, "sac_continuous_action.py", action_space="continuous")
     # the buffer stores float32 observations (MuJoCo's are float64): what the networks take
     obs_space = gym.spaces.Box(-np.inf, np.inf, observation_space.shape, np.float32)
     check_replay_buffer(args.buffer_size, args.batch_size, args.num_envs, obs_space, action_space)

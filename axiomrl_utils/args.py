@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence, TypeVar
 
 from axiomrl_utils import UsageError
-from axiomrl_utils.checks import AtLeast, FieldNames, MetricName, NonEmpty, Positive, Range, WarnFrom, given_flags
+from axiomrl_utils.checks import AtLeast, FieldNames, JsonObject, MetricName, ModuleNames, NonEmpty, Positive, Range, WarnFrom, given_flags
 from axiomrl_utils.jsonl import read_json, write_text_atomic, dumps
 
 A = TypeVar("A", bound="RunArgs")
@@ -33,6 +33,16 @@ class RunArgs:
         # that forgot them).
         env_id: str
         total_timesteps: int
+    config: Annotated[Optional[str], NonEmpty()] = None
+    """start from a JSON/YAML file of these arguments (a run's config.yaml, a preset, a subset); flags override it"""
+    preset: Annotated[Optional[str], NonEmpty()] = None
+    """start from a tuned preset in axiomrl/presets/<script>/, e.g. MountainCar-v0; --config and flags override it"""
+    env_module: Annotated[list[str], ModuleNames()] = field(default_factory=list)
+    """modules to import before making the env (packages that register their ids on import; RL Zoo's --gym-packages)"""
+    env_kwargs: Annotated[dict[str, Any], JsonObject()] = field(default_factory=dict)
+    """keyword arguments for gym.make, as a JSON object: '{"sutton_barto_reward": true, "max_episode_steps": 200}'"""
+    rescale_observation: bool = False
+    """if toggled, rescale bounded Box observations to [-1, 1] (gymnasium's RescaleObservation; MountainCar's velocity is ~100x smaller than its position)"""
     seed: Annotated[int, Range(0, 2**32, hi_open=True)] = 1  # what numpy's and gymnasium's seeding accept
     """seed of the experiment (python, numpy, torch and the environments)"""
     torch_deterministic: bool = True
@@ -94,17 +104,20 @@ MUTABLE_ON_RESUME = frozenset(
         "progress",
         "dry_run",
         "save_buffer",
+        "config",
+        "preset",
+        "env_module",
     }
 )
 
 
 # Fields whose change alters what the saved progress means (the env, the batch shape, and so the
 # step and iteration counts): refused even when named by --allow-config-change.
-FIXED_ON_RESUME = frozenset({"env_id", "num_envs", "num_steps"})
+FIXED_ON_RESUME = frozenset({"env_id", "env_kwargs", "rescale_observation", "num_envs", "num_steps"})
 
 
 # Fields that describe one session, not the run: a resume does not inherit them from config.yaml.
-SESSION_ONLY = frozenset({"pause_at_step", "allow_config_change"})
+SESSION_ONLY = frozenset({"pause_at_step", "allow_config_change", "config", "preset"})
 
 
 def args_to_dict(args: RunArgs) -> dict[str, Any]:
@@ -165,7 +178,11 @@ def check_config_drift(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[
     if gone:  # the script dropped these flags since the run started: nothing can honour them now
         listed = ", ".join(gone)
         print(f"warning: config.yaml sets {listed}, which this script no longer has; resuming without them", file=sys.stderr, flush=True)
-    changes = config_changes({k: v for k, v in saved.items() if k in names}, args)
+    # A flag added to the script since the run started did what its default does now (the
+    # behaviour before the flag existed): compare it as that default, not as missing.
+    defaults = json.loads(dumps(args_to_dict(type(args)())))
+    known = {**{k: v for k, v in defaults.items() if k not in saved}, **{k: v for k, v in saved.items() if k in names}}
+    changes = config_changes(known, args)
     allowed = set(args.allow_config_change)
     unknown = allowed - names
     if unknown:
@@ -191,19 +208,31 @@ def check_config_drift(saved: dict[str, Any], args: RunArgs) -> dict[str, tuple[
 
 
 def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = None) -> A:
-    """Parse the command line into `args_type`; with --resume, default to the run's saved config.
+    """Parse the command line into `args_type`, over the defaults of --preset/--config or, with
+    --resume, of the run's saved config.
 
     `python ppo.py --resume RUN` continues RUN with the hyperparameters in its config.yaml; flags
     given on the command line override them (and then pass through the drift guard at start).
+    `--preset NAME` and `--config FILE` replace the defaults (preset first, then the file); flags
+    given on the command line override both.
     """
-    import tyro
-
+    from axiomrl_utils.cli_types import tyro_cli
+    from axiomrl_utils.config_files import defaults_from_files
     from axiomrl_utils.rundir import find_run_to_resume
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = tyro.cli(args_type, args=argv)
+    _check_json_flags(argv)
+    args = tyro_cli(args_type, argv)
     if args.resume is None:
-        return args
+        if args.preset is None and args.config is None:
+            return args
+        base = defaults_from_files(args_type, script, args.preset, args.config)
+        return tyro_cli(args_type, argv, default=base)
+    if args.config is not None or args.preset is not None:
+        raise UsageError(
+            "--resume continues a run with its own config.yaml, so it takes no --config or --preset; "
+            "pass changed values as flags (with --allow-config-change where needed)"
+        )
     given = given_flags(args_type, argv, ("env_id", "seed"))
     run_dir = find_run_to_resume(
         args.resume,
@@ -215,6 +244,24 @@ def parse_args(args_type: type[A], script: str, argv: Optional[Sequence[str]] = 
     fresh = args_type()
     for name in SESSION_ONLY:
         setattr(saved, name, getattr(fresh, name))
-    args = tyro.cli(args_type, args=argv, default=saved)
+    args = tyro_cli(args_type, argv, default=saved)
     args.resume = str(run_dir)
     return args
+
+
+def _check_json_flags(argv: Sequence[str]) -> None:
+    """A malformed --env-kwargs as one sentence (tyro would print a box around its parser's message)."""
+    from axiomrl_utils.cli_types import parse_json_object
+
+    for i, arg in enumerate(argv):
+        for spelling in ("--env-kwargs", "--env_kwargs"):
+            if arg == spelling and i + 1 < len(argv):
+                text = argv[i + 1]
+            elif arg.startswith(spelling + "="):
+                text = arg.split("=", 1)[1]
+            else:
+                continue
+            try:
+                parse_json_object(text, "--env-kwargs")
+            except ValueError as e:
+                raise UsageError(str(e)) from None

@@ -29,18 +29,21 @@ def _register() -> None:
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # keeps a bad-input error to one line
 
 
-def require_atari_env(env_id: str, script: str) -> Any:
-    """Check that `env_id` is an ALE game this machine can run; return its (raw) spaces.
+def require_atari_env(env: Any, script: str) -> Any:
+    """Check that the env is an ALE game this machine can run; return its (raw) spaces.
 
-    UsageError naming the `atari` extra when ale-py or OpenCV is missing, or naming the right
-    script when the id is not an Atari game.
+    `env`: the script's Args (env_id, env_kwargs, env_module) or a bare env id. UsageError naming
+    the `atari` extra when ale-py or OpenCV is missing, or naming the right script when the id is
+    not an Atari game.
     """
-    from axiomrl_utils.envs import require_env
+    from axiomrl_utils.envs import env_options, registered_id, require_env, require_observation
 
     _register()
-    from axiomrl_utils.envs import require_observation
-
-    spaces = require_env(env_id, script, action_space="discrete", observation=None)
+    if getattr(env, "rescale_observation", False):
+        raise UsageError(f"--rescale-observation is for vector observations; {script} already scales its frames to [0, 1], drop the flag")
+    spaces = require_env(env, script, action_space="discrete", observation=None)
+    shown_id, _, modules = (env, {}, []) if isinstance(env, str) else env_options(env)
+    env_id = registered_id(shown_id, modules)
     if "ale_py" not in str(gym.spec(env_id).entry_point):
         raise UsageError(
             f"{script} trains on Atari games but {env_id} is not one; pass an id such as ALE/Pong-v5 or "
@@ -105,7 +108,7 @@ class FireResetEnv(gym.Wrapper):
         return obs, {}
 
 
-def make_atari_env(env_id: str, evaluation: bool = False, render_mode: Optional[str] = None) -> Any:
+def make_atari_env(env: Any, evaluation: bool = False, render_mode: Optional[str] = None, frame_stack: int = 4) -> Any:
     """One Atari env with the preprocessing of CleanRL's ppo_atari.py / dqn_atari.py.
 
     Observations: uint8 (4, 84, 84), the last 4 grayscale frames. Training envs (evaluation=False)
@@ -115,13 +118,19 @@ def make_atari_env(env_id: str, evaluation: bool = False, render_mode: Optional[
     vector env `infos["final_info"]["episode"]` holds the real score and the length (in agent steps,
     4 frames each) of each finished game: log it with `run.log_episodes(step, infos["final_info"])`.
 
+    `env`: the script's Args (env_id, env_kwargs for gym.make, env_module) or a bare env id.
+    `frame_stack`: frames per observation (ppo_atari_lstm.py: 1, the LSTM remembers the rest).
     `ALE/*-v5` ids get `frameskip=1` (AtariPreprocessing does the skipping) and keep v5's sticky
     actions (repeat probability 0.25); `*NoFrameskip-v4` ids, which CleanRL's published runs use,
     have neither.
     """
+    from axiomrl_utils.envs import env_options, make_registered, registered_id
+
     _register()
+    shown_id, env_kwargs, modules = (env, {}, []) if isinstance(env, str) else env_options(env)
+    env_id = registered_id(shown_id, modules)
     kwargs = {"frameskip": 1} if gym.spec(env_id).kwargs.get("frameskip", 1) != 1 else {}
-    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    env = make_registered(shown_id, env_id, {**kwargs, **env_kwargs}, render_mode)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # whole games, real score, length in agent steps
     if not evaluation:
@@ -130,5 +139,5 @@ def make_atari_env(env_id: str, evaluation: bool = False, render_mode: Optional[
         env = FireResetEnv(env)
     if not evaluation:
         env = gym.wrappers.TransformReward(env, np.sign)
-    env = gym.wrappers.FrameStackObservation(env, 4)
+    env = gym.wrappers.FrameStackObservation(env, frame_stack)
     return env

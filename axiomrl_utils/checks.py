@@ -147,6 +147,35 @@ class FieldNames(Check):
         return ["no_such_field"]
 
 
+class ModuleNames(Check):
+    """A list of importable module names (dotted Python identifiers), e.g. what --env-module takes."""
+
+    def problem(self, name: str, value: Any, args: Any) -> Optional[str]:
+        bad = [v for v in value if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v)]
+        if not bad:
+            return None
+        return f"{flag(name)} takes module names such as mypkg.envs, not {', '.join(map(repr, bad))}; pass the module's import path"
+
+    def rejected(self, name: str, args: Any) -> Any:
+        return ["my-envs.py"]
+
+
+class JsonObject(Check):
+    """A mapping whose values JSON can hold (it is recorded in config.yaml and read back from it)."""
+
+    def problem(self, name: str, value: Any, args: Any) -> Optional[str]:
+        import json
+
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            return f"{flag(name)} must hold JSON values (numbers, strings, true/false, null, lists, objects) ({e}); pass it as a JSON object"
+        return None
+
+    def rejected(self, name: str, args: Any) -> Any:
+        return {"size": {1, 2}}
+
+
 @dataclasses.dataclass(frozen=True)
 class MetricName(Check):
     """A metric the script can log: eval/*, the training episodes' charts, or a key its source logs."""
@@ -299,7 +328,7 @@ def _example(check: Check, name: str, args: Any) -> str:
     return "the default"
 
 
-def _type_problem(d: Declared, value: Any) -> Optional[str]:
+def type_problem(d: Declared, value: Any) -> Optional[str]:
     """A value of the wrong type for its field (reachable in-process, or from a hand-edited config.yaml)."""
     if value is None:
         return None if d.optional else f"{flag(d.name)} must be set (got None); pass a value such as {d.default}"
@@ -322,6 +351,9 @@ def _type_problem(d: Declared, value: Any) -> Optional[str]:
     elif typing.get_origin(d.type) is list:
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         rule, fix = "a list of names", "pass names separated by spaces"
+    elif typing.get_origin(d.type) is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        rule, fix = "a mapping with string keys", "pass a JSON object such as '{\"max_episode_steps\": 200}'"
     else:
         return None
     return None if ok else f"{flag(d.name)} must be {rule} (got {value!r}); {fix}"
@@ -359,7 +391,7 @@ def check_args(args: Any) -> None:
         for name, d in decl.items():
             value = getattr(args, name)
             if not phase:
-                problem = _type_problem(d, value)
+                problem = type_problem(d, value)
                 if problem:
                     raise UsageError(problem)
             if value is None:
@@ -420,13 +452,13 @@ def given_flags(args_type: type, argv: Sequence[str], names: Sequence[str], othe
 
 def _changed(args_type: type, argv: Sequence[str], marks: dict[str, Any], others_ok: bool) -> set[str]:
     """The fields of `marks` whose value tyro's parse of `argv` changes from the default put there."""
-    import tyro
+    from axiomrl_utils.cli_types import tyro_cli
 
     default = args_type()
     for name, mark in marks.items():
         setattr(default, name, mark)
     if others_ok:
-        parsed, _ = tyro.cli(args_type, args=list(argv), default=default, return_unknown_args=True)
+        parsed, _ = tyro_cli(args_type, argv, default=default, unknown_ok=True)
     else:
-        parsed = tyro.cli(args_type, args=list(argv), default=default)
+        parsed = tyro_cli(args_type, argv, default=default)
     return {name for name, mark in marks.items() if getattr(parsed, name) != mark}

@@ -101,3 +101,21 @@ def policy_module(policy: Callable[[Any], Any]) -> "torch.nn.Module":
         return method_policy(owner, policy.__name__)
     modules, tensors = _captured(policy)
     return callable_policy(policy, modules, tensors)
+
+
+def rescaled_policy(policy: Callable[[Any], Any], center: Any, inverse_half_range: Any) -> "torch.nn.Module":
+    """A policy trained with --rescale-observation, as a module that takes the env's raw observations
+    (the rescaling of `axiomrl_utils.envs.rescale_constants` baked in, for eval and export)."""
+    import torch
+
+    class RescaledPolicy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy_module(policy)
+            self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32))
+            self.register_buffer("inverse_half_range", torch.as_tensor(inverse_half_range, dtype=torch.float32))
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.policy((obs - self.center) * self.inverse_half_range)
+
+    return RescaledPolicy()

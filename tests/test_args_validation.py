@@ -22,6 +22,7 @@ from conftest import REPO, only_run, run_script, script_env, tiny_ppo_args
 SCRIPTS = [
     "ppo", "ppo_atari", "ppo_continuous_action", "dqn", "dqn_atari", "c51",
     "sac_continuous_action", "td3_continuous_action", "ddpg_continuous_action",
+    "ppo_lstm", "ppo_atari_lstm", "rpo_continuous_action", "pqn", "c51_atari", "sac_atari", "rainbow_atari",
 ]
 FIELDS = [(s, f.name) for s in SCRIPTS for f in dataclasses.fields(importlib.import_module(f"axiomrl.{s}").Args)]
 
@@ -58,7 +59,7 @@ def test_defaults_pass_and_help_keeps_docstrings() -> None:
         ("dqn", {"start_e": 2.0}, "--start-e must be in [0, 1] (got 2.0)"),
         ("ppo", {"seed": -3}, "--seed must be in [0, 4294967296) (got -3)"),
         ("ppo", {"best_metric": "nosuch/metric"}, "--best-metric nosuch/metric is not a metric ppo.py logs"),
-        ("ppo", {"env_id": "FrozenLake-v1", "dry_run": True}, "ppo.py takes Box vector observations but FrozenLake-v1 has Discrete(16)"),
+        ("ppo", {"env_id": "ALE/Pong-v5", "dry_run": True}, "ppo.py feeds flat vector observations to an MLP but ALE/Pong-v5 has image observations"),
         ("sac_continuous_action", {"env_id": "FrozenLake-v1"}, "needs a continuous (Box) action space"),
     ],
 )

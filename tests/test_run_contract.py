@@ -382,5 +382,8 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
 def test_bad_input_from_the_shell_is_one_line(tmp_path: Path) -> None:
     proc = run_script("ppo.py", "--env-id", "NoSuchEnv-v0", "--output-dir", str(tmp_path))
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == ["error: unknown environment id 'NoSuchEnv-v0'; see `gymnasium.pprint_registry()` for the ids"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown environment id 'NoSuchEnv-v0'; see `gymnasium.pprint_registry()` for the ids; "
+        "for your own env, pass `--env-id your.module:YourEnv-v0` or `--env-module your.module`"
+    ]
     assert not any(tmp_path.iterdir())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 import sys
 from typing import TYPE_CHECKING, Iterable
 
@@ -30,12 +31,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+LONG_COMMAND = 120  # characters; past this a reader takes `--config <run>/config.yaml` over the argv
+
+
 def reproduce_command(metadata: dict) -> str | None:
-    """`python` + the run's first argv, shell-quoted; None when the metadata has no command."""
+    """`python` + the run's first argv, shell-quoted; for a long argv, the script with `--config`
+    on the run's config.yaml (every argument it ran with). None when the metadata has no command."""
     command = metadata.get("command")
     if not isinstance(command, list) or not command:
         return None
-    return "python " + shlex.join(str(c) for c in command)
+    line = "python " + shlex.join(str(c) for c in command)
+    run_dir = metadata.get("output_dir")
+    if len(line) > LONG_COMMAND and isinstance(run_dir, str) and run_dir:
+        return "python " + shlex.join([str(command[0]), "--config", str(Path(run_dir) / "config.yaml")])
+    return line
 
 
 def report_row(run: RunRecord) -> dict:

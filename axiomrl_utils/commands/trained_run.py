@@ -170,17 +170,24 @@ class LoadedRun:
             return str(self.checkpoint)
 
     def make_envs(self, n: int, video: bool = False) -> Any:
-        """`n` evaluation environments from the script's `make_env` (the first renders rgb_array with `video`)."""
+        """`n` evaluation environments from the script's `make_env` (the first renders rgb_array with `video`).
+
+        A run trained with --rescale-observation gets raw envs here: `policy` takes raw observations.
+        """
+        import dataclasses
+
         from axiomrl_utils.envs import _is_atari, register_atari
         from axiomrl_utils.evaluation import make_eval_envs
 
         env_id = self.metadata["env_id"]
         if _is_atari(env_id):
             register_atari()  # the scripts register ALE in main(), which is not run here
+        rescaled = getattr(self.args, "rescale_observation", False)
+        raw_args = dataclasses.replace(self.args, rescale_observation=False) if rescaled else self.args
         try:
             return make_eval_envs(
                 [
-                    self.module.make_env(self.args, i, evaluation=True, render_mode="rgb_array" if video and i == 0 else None)
+                    self.module.make_env(raw_args, i, evaluation=True, render_mode="rgb_array" if video and i == 0 else None)
                     for i in range(n)
                 ]
             )
@@ -191,8 +198,10 @@ class LoadedRun:
             ) from None
 
     def policy(self, envs: Any) -> "torch.nn.Module":
-        """The script's `load_policy` for this checkpoint, as an nn.Module in eval mode (see `policy_module`)."""
-        from axiomrl_utils.policy import policy_module
+        """The script's `load_policy` for this checkpoint, as an nn.Module in eval mode (see `policy_module`),
+        taking the raw observations of `make_envs`' envs (--rescale-observation baked in)."""
+        from axiomrl_utils.envs import rescale_constants
+        from axiomrl_utils.policy import policy_module, rescaled_policy
 
         try:
             policy = self.module.load_policy(self.args, self.payload, envs)
@@ -201,6 +210,8 @@ class LoadedRun:
                 f"{self.script.name}'s load_policy cannot rebuild the policy from {self.checkpoint_name} "
                 f"({first_line(e)}); pass the script that trained the run with --script"
             ) from None
+        if getattr(self.args, "rescale_observation", False):
+            return rescaled_policy(policy, *rescale_constants(envs.single_observation_space)).eval()
         return policy_module(policy).eval()
 
 

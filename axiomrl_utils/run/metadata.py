@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from axiomrl_utils.args import RunArgs
+from axiomrl_utils.envs import observation_adapter
 from axiomrl_utils.jsonl import write_json_atomic
 from axiomrl_utils.provenance import package_versions, system_info
 from axiomrl_utils.rundir import METADATA_FILE, utc_now
@@ -32,6 +33,7 @@ def new_metadata(args: RunArgs, algo: str, script: Path, run_dir: Path, git: Opt
         "schema_version": SCHEMA_VERSION,
         "algo": algo,
         "env_id": args.env_id,
+        "observation_adapter": observation_adapter(args.env_id),
         "seed": args.seed,
         "run_id": run_dir.name,
         "output_dir": str(run_dir.resolve()),
