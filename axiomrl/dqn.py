@@ -10,6 +10,8 @@
 #   so epsilon (a function of the step) and everything else continue where they stopped;
 # - acting reads the Q-network's weights through numpy (numpy_forward): for one observation
 #   PyTorch's per-call overhead, not arithmetic, is the cost (benchmark/README.md).
+# `--prioritized` (off by default; not in CleanRL's dqn.py) replays by TD error through
+# axiomrl_utils.replay_buffer.PrioritizedReplayBuffer (docs/algorithms.md, "Prioritized replay").
 import random
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
@@ -23,9 +25,9 @@ import torch.optim as optim
 
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
-from axiomrl_utils.envs import require_env
+from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.numpy_forward import numpy_forward
-from axiomrl_utils.replay_buffer import check_replay_buffer, make_replay_buffer
+from axiomrl_utils.replay_buffer import PrioritizedReplayBuffer, check_replay_buffer, make_replay_buffer
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
 
@@ -60,6 +62,14 @@ class Args(RunArgs):
     """timestep to start learning"""
     train_frequency: Annotated[int, Positive()] = 10
     """the frequency of training"""
+    prioritized: bool = False
+    """if toggled, replay transitions in proportion to their TD error (prioritized replay, importance-sampling weights)"""
+    prioritized_replay_alpha: Annotated[float, Range(0, 1)] = 0.6
+    """with --prioritized: how much priorities shape sampling (0: uniform, 1: proportional to |TD error|)"""
+    prioritized_replay_beta: Annotated[float, Range(0, 1)] = 0.4
+    """with --prioritized: the importance-sampling exponent at the start, annealed linearly to 1 at the end"""
+    prioritized_replay_eps: Annotated[float, Positive()] = 1e-6
+    """with --prioritized: added to |TD error| so that every transition keeps a chance to be replayed"""
     save_buffer: bool = True
     """if toggled, checkpoints include the replay buffer (exact resume); otherwise a resume starts with an empty buffer"""
     torch_threads: Annotated[int, AtLeast(0)] = 1
@@ -68,7 +78,7 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        return gym.make(args.env_id, render_mode=render_mode)
+        return create_env(args, render_mode=render_mode)
 
     return thunk
 
@@ -106,7 +116,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
-    observation_space, action_space = require_env(args.env_id, "dqn.py", action_space="discrete")
+    observation_space, action_space = require_env(args, "dqn.py", action_space="discrete")
     check_replay_buffer(args.buffer_size, args.batch_size, 1, observation_space, action_space)
 
     with start_run(args, __file__, log_every=LOG_EVERY) as run:
@@ -132,6 +142,8 @@ def main(args: Args) -> None:
             args.buffer_size, envs.single_observation_space, envs.single_action_space,
             device=device, save_contents=args.save_buffer,
         )
+        if args.prioritized:  # the same storage, sampled through a sum tree of priorities
+            rb = PrioritizedReplayBuffer(rb, args.prioritized_replay_alpha, args.prioritized_replay_eps, gamma=args.gamma)
 
         # start the game, or continue it from the checkpoint (--resume)
         run.declare_state(q_network=q_network, target_network=target_network, optimizer=optimizer, rb=rb, envs=envs)
@@ -168,12 +180,21 @@ def main(args: Args) -> None:
             # ALGO LOGIC: training.
             if step > args.learning_starts:
                 if step % args.train_frequency == 0:
-                    data = rb.sample(args.batch_size)
+                    if args.prioritized:
+                        beta = min(1.0, args.prioritized_replay_beta + step * (1.0 - args.prioritized_replay_beta) / args.total_timesteps)
+                        data = rb.sample(args.batch_size, beta)
+                    else:
+                        data = rb.sample(args.batch_size)
                     with torch.no_grad():
                         target_max, _ = target_network(data.next_observations).max(dim=1)
                         td_target = data.rewards + args.gamma * target_max * (1 - data.terminations)
                     old_val = q_network(data.observations).gather(1, data.actions.unsqueeze(1)).squeeze(1)
-                    loss = F.mse_loss(td_target, old_val)
+                    if args.prioritized:  # importance-sampling weights undo the bias of prioritized sampling
+                        loss = (data.weights * (td_target - old_val) ** 2).mean()
+                        rb.update_priorities(data.indices, (td_target - old_val).detach().cpu().numpy())
+                        run.log_metrics(global_step, {"charts/beta": beta})
+                    else:
+                        loss = F.mse_loss(td_target, old_val)
                     run.log_metrics(global_step, {"losses/td_loss": loss.detach(), "losses/q_values": old_val.detach().mean()})
 
                     # optimize the model

@@ -19,6 +19,10 @@ The classes differ only in how they store observations, and give back exactly wh
 - `ObservationStoreReplayBuffer`: each observation stored once (uint8 images, by default).
 - `FrameStackReplayBuffer`: each frame of (K, H, W) frame stacks stored once (Atari).
 
+`PrioritizedReplayBuffer` wraps any of them: proportional prioritized replay on a numpy `SumTree`
+(batched updates and lookups, no per-sample loop), importance-sampling weights and optional
+n-step returns (rainbow_atari.py, `dqn.py --prioritized`).
+
 What every one guarantees:
 
 - `next_obs` passed to `add` is the TRUE next observation: for an env whose episode ended in this
@@ -295,17 +299,21 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> ReplayBufferSamples:
         """A batch drawn uniformly (with replacement) with the global numpy RNG, as torch tensors on `device`."""
-        import torch
-
         if len(self) == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         slot = self._sample_slots(batch_size)
         env = np.random.randint(0, self.num_envs, size=batch_size)
+        return self._gather(slot, env)
+
+    def _to_device(self, x: np.ndarray) -> "torch.Tensor":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+    def _gather(self, slot: np.ndarray, env: np.ndarray) -> ReplayBufferSamples:
+        """The transitions at the (slot, env) pairs, as torch tensors on `device`."""
         obs, next_obs = self._observation_pairs(slot, env)
-
-        def to(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-
+        to = self._to_device
         return ReplayBufferSamples(
             observations=to(obs),
             actions=to(self.actions[slot, env]),
@@ -313,6 +321,10 @@ class ReplayBuffer:
             terminations=to(self.terminations[slot, env].astype(np.float32)),
             rewards=to(self.rewards[slot, env]),
         )
+
+    def _unsampleable_slots(self) -> np.ndarray:
+        """Filled slots that `sample` never draws (none here; see FrameStackReplayBuffer)."""
+        return np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ checkpointing
     def _layout(self) -> dict[str, Any]:
@@ -512,6 +524,11 @@ class FrameStackReplayBuffer(ObservationStoreReplayBuffer):
         skip = self.obs_shape[0] - 1
         return (self.pos + skip + np.random.randint(0, self.slots - skip, size=batch_size)) % self.slots
 
+    def _unsampleable_slots(self) -> np.ndarray:
+        if not self.full:
+            return np.zeros(0, dtype=np.int64)
+        return (self.pos + np.arange(self.obs_shape[0] - 1)) % self.slots
+
     def _obs_arrays(self) -> dict[str, np.ndarray]:
         return {"frames": self.frames, "chain": self.chain, "chain_key": self.chain_key,
                 "keyframes": self.keyframes.data, "last_obs": self.last_obs}
@@ -553,3 +570,230 @@ def make_replay_buffer(
     """
     cls = _storage_class(observation_space, memory_efficient, capacity // max(num_envs, 1))
     return cls(capacity, observation_space, action_space, num_envs=num_envs, device=device, save_contents=save_contents)
+
+
+class SumTree:
+    """Sums of non-negative priorities over `capacity` leaves, in one float64 array.
+
+    Node 1 is the root, node i has children 2i and 2i+1, and the leaves are nodes `size ...
+    size + capacity - 1` (`size`: capacity rounded up to a power of two). Every internal node is
+    always recomputed as the sum of its two children, never adjusted by a difference, so the tree
+    holds no rounding drift and equals a fresh build from its leaves. `update` and `find` take
+    whole batches: one numpy operation per level, no loop over the batch.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.depth = max(0, (capacity - 1).bit_length())
+        self.size = 1 << self.depth
+        self.tree = np.zeros(2 * self.size, dtype=np.float64)
+
+    @property
+    def leaves(self) -> np.ndarray:
+        """The priorities, one per leaf (a view)."""
+        return self.tree[self.size : self.size + self.capacity]
+
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def update(self, indices: np.ndarray, values: Any) -> None:
+        """Set the leaves `indices` to `values` (a repeated index keeps its last value) and their ancestors' sums."""
+        node = np.asarray(indices, dtype=np.int64).reshape(-1) + self.size
+        self.tree[node] = values
+        if len(node) == 1:  # one leaf (an add with one env): numpy's per-call cost would be most of the time
+            i, tree = int(node[0]), self.tree
+            while i > 1:
+                i >>= 1
+                tree[i] = tree[2 * i] + tree[2 * i + 1]
+            return
+        for _ in range(self.depth):
+            # a parent listed twice gets the same sum twice: its children are final by now
+            node >>= 1
+            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+
+    def find(self, prefix_sums: np.ndarray) -> np.ndarray:
+        """For each value v in [0, total), the leaf i whose interval [sum(p[:i]), sum(p[:i+1])) holds v.
+
+        A leaf of priority 0 is never returned while the total is positive, also when rounding
+        puts v at or past the end of a subtree.
+        """
+        value = np.array(prefix_sums, dtype=np.float64)
+        node = np.ones(len(value), dtype=np.int64)
+        for _ in range(self.depth):
+            left = 2 * node
+            left_sum = self.tree[left]
+            go_right = (left_sum <= 0) | ((value >= left_sum) & (self.tree[left + 1] > 0))
+            value -= left_sum * go_right
+            node = left + go_right
+        return node - self.size
+
+
+class PrioritizedSamples(NamedTuple):
+    """A prioritized batch: the transitions (with `n_step` returns), the discount each one's
+    bootstrap takes (gamma**m for an m-step return), the importance-sampling weights, and the
+    buffer indices that `update_priorities` takes back."""
+
+    observations: "torch.Tensor"
+    actions: "torch.Tensor"
+    next_observations: "torch.Tensor"
+    terminations: "torch.Tensor"
+    rewards: "torch.Tensor"
+    discounts: "torch.Tensor"
+    weights: "torch.Tensor"
+    indices: np.ndarray
+
+
+class PrioritizedReplayBuffer:
+    """Proportional prioritized replay (Schaul et al. 2016) over any storage variant, with optional
+    n-step returns: what rainbow_atari.py and `dqn.py --prioritized` use.
+
+        rb = PrioritizedReplayBuffer(make_replay_buffer(...), alpha=0.5, n_step=3, gamma=0.99)
+        rb.add(obs, real_next_obs, actions, rewards, terminations, truncations)
+        data = rb.sample(batch_size, beta)                # data.weights, data.indices, data.discounts
+        rb.update_priorities(data.indices, td_errors)     # |td| + eps, to the power alpha
+
+    Transition i (slot, env; index slot * num_envs + env) is drawn with probability p_i / sum(p),
+    p_i = (|td_i| + eps) ** alpha; a new transition gets the largest priority seen so far. The
+    batch is stratified: one draw in each of `batch_size` equal segments of the total, as CleanRL's
+    rainbow_atari.py. Weights are (N * P(i)) ** -beta divided by the batch's largest (CleanRL's
+    normalisation), N the transitions stored. Slots the storage cannot sample (the oldest frames of
+    a full frame-stack ring) keep priority 0.
+
+    n-step returns are built at sampling time from the one-step transitions stored (so the
+    memory-efficient storages keep each frame once): up to n transitions of the same env,
+    stopping after an episode end (termination or truncation) or at the newest transition;
+    `terminations` is 1 when a termination was reached, `next_observations` is the observation
+    after the last transition used, and `discounts` is gamma ** (transitions used).
+
+    The checkpoint (`state_dict`) is the storage's, plus the sum tree, the episode ends and the
+    largest priority, so a resumed run samples exactly what an uninterrupted one would.
+    """
+
+    def __init__(self, storage: ReplayBuffer, alpha: float, eps: float = 1e-6, n_step: int = 1, gamma: float = 0.99) -> None:
+        if not 0 <= alpha <= 1 or n_step < 1 or eps < 0:
+            raise ValueError(f"prioritized replay needs 0 <= alpha <= 1, eps >= 0 and n_step >= 1 (got {alpha}, {eps}, {n_step})")
+        self.storage, self.alpha, self.eps, self.n_step, self.gamma = storage, alpha, eps, n_step, gamma
+        self.tree = SumTree(storage.slots * storage.num_envs)
+        self.episode_ends = np.zeros((storage.slots, storage.num_envs), dtype=bool)
+        self.max_priority = 1.0
+
+    def __len__(self) -> int:
+        return len(self.storage)
+
+    @property
+    def num_envs(self) -> int:
+        return self.storage.num_envs
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage.nbytes + self.tree.tree.nbytes + self.episode_ends.nbytes
+
+    def _block_unsampleable(self) -> None:
+        slots = self.storage._unsampleable_slots()
+        if len(slots):
+            n = self.num_envs
+            self.tree.update((slots[:, None] * n + np.arange(n)).ravel(), 0.0)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminations: np.ndarray,
+        truncations: np.ndarray,
+    ) -> None:
+        """Store one vector-env step (as `ReplayBuffer.add`) with the largest priority so far."""
+        p, n = self.storage.pos, self.num_envs
+        self.storage.add(obs, next_obs, actions, rewards, terminations, truncations)
+        ends = np.asarray(terminations, dtype=bool).reshape(n) | np.asarray(truncations, dtype=bool).reshape(n)
+        self.episode_ends[p] = ends
+        self.tree.update(p * n + np.arange(n), self.max_priority**self.alpha)
+        self._block_unsampleable()
+
+    def sample(self, batch_size: int, beta: float) -> PrioritizedSamples:
+        """A stratified batch drawn by priority with the global numpy RNG, with its IS weights."""
+        total = self.tree.total()
+        if len(self) == 0 or total <= 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        targets = (np.arange(batch_size) + np.random.uniform(size=batch_size)) * (total / batch_size)
+        indices = self.tree.find(np.minimum(targets, np.nextafter(total, 0)))
+        slot, env = np.divmod(indices, self.num_envs)
+        probs = self.tree.tree[indices + self.tree.size] / total
+        weights = (len(self) * probs) ** -beta
+        weights = (weights / weights.max()).astype(np.float32)
+        one_step = self.storage._gather(slot, env)
+        to = self.storage._to_device
+        if self.n_step == 1:
+            rewards, terminations, next_observations = one_step.rewards, one_step.terminations, one_step.next_observations
+            discounts = to(np.full(batch_size, self.gamma, dtype=np.float32))
+        else:
+            reward, discount, last, done = self._n_step_returns(slot, env)
+            rewards, terminations, discounts = to(reward), to(done.astype(np.float32)), to(discount)
+            next_observations = to(self.storage._observation_pairs(last, env)[1])
+        return PrioritizedSamples(
+            observations=one_step.observations,
+            actions=one_step.actions,
+            next_observations=next_observations,
+            terminations=terminations,
+            rewards=rewards,
+            discounts=discounts,
+            weights=to(weights),
+            indices=indices,
+        )
+
+    def _n_step_returns(self, slot: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(discounted reward sum, gamma ** steps used, last slot used, terminated) of each sampled transition."""
+        st = self.storage
+        ahead = (st.pos - 1 - slot) % st.slots  # transitions stored after this one in its env's column
+        reward = np.zeros(len(slot), dtype=np.float64)
+        discount = np.ones(len(slot), dtype=np.float64)
+        last, done = slot.copy(), np.zeros(len(slot), dtype=bool)
+        going = np.ones(len(slot), dtype=bool)
+        for k in range(self.n_step):
+            use = going & (k <= ahead)
+            s = (slot + k) % st.slots
+            reward += np.where(use, discount * st.rewards[s, env], 0.0)
+            discount = np.where(use, discount * self.gamma, discount)
+            last = np.where(use, s, last)
+            done |= use & st.terminations[s, env]
+            going = use & ~self.episode_ends[s, env]
+        return reward.astype(np.float32), discount.astype(np.float32), last, done
+
+    def update_priorities(self, indices: np.ndarray, priorities: Any) -> None:
+        """New priorities for sampled transitions: (|priority| + eps) ** alpha (e.g. |TD error|)."""
+        priorities = np.abs(np.asarray(priorities, dtype=np.float64).reshape(-1)) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(indices, priorities**self.alpha)
+        self._block_unsampleable()
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """The storage's state dict plus the sum tree, episode ends, largest priority and settings
+        (flat, so tools that read a checkpoint's plain buffer also read this one)."""
+        import torch
+
+        state = self.storage.state_dict()
+        state["prioritized"] = {"alpha": self.alpha, "eps": self.eps, "n_step": self.n_step, "gamma": self.gamma}
+        if state["contents_saved"]:
+            state.update(
+                priority_tree=torch.from_numpy(self.tree.tree),
+                episode_ends=torch.from_numpy(self.episode_ends[: self.storage._filled]),
+                max_priority=self.max_priority,
+            )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` saved (the same settings and storage layout are required)."""
+        settings = {"alpha": self.alpha, "eps": self.eps, "n_step": self.n_step, "gamma": self.gamma}
+        if state.get("prioritized") != settings:
+            raise ValueError(f"the saved replay buffer is not a prioritized one with {settings} (saved: {state.get('prioritized')})")
+        self.storage.load_state_dict(state)
+        self.tree.tree[:] = 0
+        self.episode_ends[:] = False
+        self.max_priority = 1.0
+        if state["contents_saved"]:
+            self.tree.tree[:] = state["priority_tree"].numpy()
+            ends = state["episode_ends"].numpy()
+            self.episode_ends[: len(ends)] = ends
+            self.max_priority = float(state["max_priority"])
