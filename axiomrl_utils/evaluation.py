@@ -42,6 +42,8 @@ def run_episodes(
     """Play one episode per sub-environment of `envs` (a SyncVectorEnv) and return [{return, length, seed}, ...].
 
     `policy` maps a float32 observation batch (a torch tensor on `device`) to an action batch.
+    A recurrent policy (one with `initial_state(batch_size)`, see `initial_state`) is called as
+    `policy(obs, *state) -> (actions, *state)`, each episode starting from the initial state.
     Returns are the raw rewards the evaluation envs give (no training-time normalisation or clipping).
     With `video_path`, the first environment (created with render_mode="rgb_array") is recorded.
     With `recorder` (`axiomrl eval --record`), `recorder.reset(obs, infos)` sees the reset and
@@ -55,6 +57,7 @@ def run_episodes(
     n = envs.num_envs
     obs, reset_infos = envs.reset(seed=seeds)
     obs = np.array(obs)  # our own copy: each episode's row is updated as its environment steps
+    state = initial_state(policy, n, device)  # a recurrent policy's memory: one row per episode
     if recorder is not None:
         recorder.reset(obs, reset_infos)
     returns = np.zeros(n, dtype=np.float64)
@@ -68,7 +71,12 @@ def run_episodes(
                     video.write(envs.envs[0].render())
                 # The whole batch goes through the policy (finished rows keep their last observation),
                 # so an episode's actions never depend on which others are still running.
-                actions = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                obs_batch = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                if state is None:
+                    actions = policy(obs_batch).cpu().numpy()
+                else:
+                    actions, *state = policy(obs_batch, *state)
+                    actions = actions.cpu().numpy()
                 # Only the running episodes step, each on its own environment: envs.step() would also
                 # step and auto-reset the finished ones, about twice the env work of a 10-episode eval.
                 for i in np.flatnonzero(running):
@@ -87,6 +95,18 @@ def run_episodes(
     if video is not None:
         video.close()
     return [{"return": float(r), "length": int(l), "seed": s} for r, l, s in zip(returns, lengths, seeds)]
+
+
+def initial_state(policy: Any, batch_size: int, device: Any = "cpu") -> Optional[tuple]:
+    """The state a recurrent policy starts `batch_size` episodes from, on `device`; None for a feed-forward one.
+
+    A recurrent policy (e.g. ppo_lstm.py's `RecurrentPolicy`) has `initial_state(batch_size)`
+    returning a tuple of tensors, and is called as `policy(obs, *state) -> (actions, *state)`.
+    """
+    make = getattr(policy, "initial_state", None)
+    if make is None:
+        return None
+    return tuple(s.to(device) for s in make(batch_size))
 
 
 class VideoWriter:

@@ -1,5 +1,6 @@
 """`axiomrl export`: write a checkpoint's deterministic policy as a standalone TorchScript or ONNX
-file (observation batch -> actions), checked against the checkpoint before it is kept.
+file (observation batch -> actions), checked against the checkpoint before it is kept. A recurrent
+policy (ppo_lstm.py) is exported as one step: (observations, *state) -> (actions, *next state).
 
     axiomrl export runs/ppo__CartPole-v1__seed1__... --format onnx  # standalone policy file
 
@@ -63,6 +64,47 @@ def sample_observations(run: LoadedRun, envs: Any, policy: Any, n: int = VERIFY_
     return torch.as_tensor(np.concatenate([np.concatenate(seen)[: n // 2], np.stack(drawn)]))
 
 
+def episode_observations(run: LoadedRun, envs: Any, policy: Any, max_steps: int = 100_000) -> "torch.Tensor":
+    """The observations of one whole episode of a recurrent policy (first evaluation seed), in order."""
+    import numpy as np
+    import torch
+
+    from axiomrl_utils.evaluation import eval_seeds, initial_state
+
+    seen = []
+    obs, _ = envs.reset(seed=eval_seeds(run.args.seed, envs.num_envs))
+    state = initial_state(policy, envs.num_envs)
+    with torch.inference_mode():
+        for _ in range(max_steps):
+            seen.append(np.asarray(obs, dtype=np.float32))
+            action, *state = policy(torch.as_tensor(obs, dtype=torch.float32), *state)
+            obs, _, terminated, truncated, _ = envs.envs[0].step(action.numpy()[0])
+            obs = obs[None]
+            if terminated or truncated:
+                break
+    return torch.as_tensor(np.concatenate(seen))
+
+
+def play_sequence(step: Any, observations: "torch.Tensor", state: tuple) -> np.ndarray:
+    """A recurrent policy's actions on consecutive observations of one episode, its state carried
+    from each step to the next; `step(obs, *state) -> (actions, *state)` on a batch of one."""
+    import numpy as np
+    import torch
+
+    actions = []
+    with torch.inference_mode():
+        for i in range(len(observations)):
+            action, *state = step(observations[i : i + 1], *state)
+            actions.append(np.asarray(action))
+    return np.concatenate(actions)
+
+
+def state_batch_dims(policy: Any) -> list[int]:
+    """For each tensor of a recurrent policy's state, the dimension that indexes the batch."""
+    one, two = policy.initial_state(1), policy.initial_state(2)
+    return [next(d for d, (a, b) in enumerate(zip(s1.shape, s2.shape)) if a != b) for s1, s2 in zip(one, two)]
+
+
 def _same_actions(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
     """Per observation, whether two action batches agree: exactly for integers, to float32 precision else."""
     import numpy as np
@@ -93,6 +135,18 @@ def export_info(run: LoadedRun, fmt: str, envs: Any, exporter: str) -> dict[str,
     }
 
 
+def recurrent_info(policy: Any) -> dict[str, str]:
+    """What export_info says instead about the inputs and outputs of a recurrent policy's file."""
+    shapes = [["batch" if d == dim else n for d, n in enumerate(s.shape)] for s, dim in zip(policy.initial_state(1), state_batch_dims(policy))]
+    names = ", ".join(f"state_{i} {shape}" for i, shape in enumerate(shapes))
+    return {
+        "input": f"float32 observation batch [batch, *observation_shape], then the recurrent state: {names} "
+        "(zeros at an episode's first step, else the state the previous step returned)",
+        "output": "deterministic action batch, then the next recurrent state (next_state_0, ...)",
+        "state_shapes": json.dumps(shapes),
+    }
+
+
 def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) -> dict[str, Any]:
     """Write the checkpoint's deterministic policy as a standalone TorchScript or ONNX file.
 
@@ -100,34 +154,44 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
     whatever `load_policy` does (observation normalisation included) baked in; using it needs
     torch (`torch.jit.load`) or onnxruntime only. Before the file is put in place it is loaded
     back and checked to give the checkpoint's actions on VERIFY_OBSERVATIONS observations.
+    A recurrent policy (one with `initial_state`, e.g. ppo_lstm.py's) is exported as one step,
+    `(obs, state_0, state_1, ...) -> (action, next_state_0, ...)` (ONNX names), and checked to
+    give the checkpoint's actions at every step of a whole episode, each carrying its own state.
     The file is written atomically. Returns what was written (path, exporter, check counts).
     """
     import torch
 
+    from axiomrl_utils.evaluation import initial_state
     from axiomrl_utils.jsonl import temp_file_for
 
     require_export_extra(fmt)
     envs = run.make_envs(1)
     try:
         policy = run.policy(envs).cpu()
-        observations = sample_observations(run, envs, policy)
-        with torch.inference_mode():
-            expected = policy(observations).numpy()
+        recurrent = initial_state(policy, 1) is not None
+        if recurrent:
+            observations = episode_observations(run, envs, policy)
+            expected = play_sequence(policy, observations, initial_state(policy, 1))
+        else:
+            observations = sample_observations(run, envs, policy)
+            with torch.inference_mode():
+                expected = policy(observations).numpy()
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = temp_file_for(output)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
+            exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
+            info = {**export_info(run, fmt, envs, exporter), **(recurrent_info(policy) if recurrent else {})}
             if fmt == "torchscript":
-                exporter = "torch.jit.trace"
-                got = _export_torchscript(policy, observations, tmp, export_info(run, fmt, envs, exporter))
+                got = _export_torchscript(policy, observations, tmp, info)
             else:
-                exporter, got = _export_onnx(policy, observations, tmp, export_info(run, fmt, envs, ONNX_EXPORTER))
+                exporter, got = _export_onnx(policy, observations, tmp, info)
             same = _same_actions(expected, got)
             if not same.all():
                 raise UsageError(
                     f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
-                    f"{len(same)} test observations; nothing was written: try the other --format, or make the script's "
+                    f"{len(same)} {'steps of an episode' if recurrent else 'test observations'}; nothing was written: try the other --format, or make the script's "
                     "load_policy return an nn.Module (docs/eval-export-share.md)"
                 )
             os.replace(tmp, output)
@@ -135,17 +199,21 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
             tmp.unlink(missing_ok=True)
     finally:
         envs.close()
-    return {"path": output, "exporter": exporter, "checked": len(same), "size_bytes": output.stat().st_size}
+    return {"path": output, "exporter": exporter, "checked": len(same), "recurrent": recurrent, "size_bytes": output.stat().st_size}
 
 
 def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> np.ndarray:
-    """Trace and save; return the saved file's actions on `observations`."""
+    """Trace and save; return the saved file's actions on `observations` (played in order when recurrent)."""
     import torch
 
+    from axiomrl_utils.evaluation import initial_state
+
+    state = initial_state(policy, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but is the TorchScript format
         try:
-            traced = torch.jit.trace(policy, observations[:2], check_trace=False)
+            example = observations[:2] if state is None else (observations[:1], *state)
+            traced = torch.jit.trace(policy, example, check_trace=False)
         except Exception as e:
             raise UsageError(
                 f"tracing the policy failed ({first_line(e)}); make the script's "
@@ -153,6 +221,8 @@ def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[s
             ) from None
         torch.jit.save(traced, str(path), _extra_files={"axiomrl.json": json.dumps(info)})
         loaded = torch.jit.load(str(path))
+        if state is not None:
+            return play_sequence(loaded, observations, state)
         with torch.inference_mode():
             return loaded(observations).numpy()
 
@@ -160,28 +230,41 @@ def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[s
 def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> tuple[str, np.ndarray]:
     """Export with torch.onnx's torch.export-based (dynamo) exporter; return (exporter, the file's actions).
 
-    The batch dimension is dynamic. The model has one input `obs` and one output `action`.
+    The batch dimension is dynamic. The model has one input `obs` and one output `action`; a
+    recurrent policy also takes `state_0, ...` and returns `next_state_0, ...` after them.
     """
     import logging
 
+    import numpy as np
     import onnx
     import onnxruntime
     import torch
 
+    from axiomrl_utils.evaluation import initial_state
+
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     exporter = ONNX_EXPORTER
+    state = initial_state(policy, 2)
+    batch = torch.export.Dim("batch")
+    if state is None:
+        inputs, names, output_names, dynamic = (observations[:2],), ["obs"], ["action"], ({0: batch},)
+    else:
+        inputs = (observations[:2], *state)
+        names = ["obs"] + [f"state_{i}" for i in range(len(state))]
+        output_names = ["action"] + [f"next_state_{i}" for i in range(len(state))]
+        dynamic = ({0: batch}, *({dim: batch} for dim in state_batch_dims(policy)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 policy,
-                (observations[:2],),
+                inputs,
                 str(path),
                 dynamo=True,
                 external_data=False,
-                input_names=["obs"],
-                output_names=["action"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                input_names=names,
+                output_names=output_names,
+                dynamic_shapes=dynamic,
                 verbose=False,
             )
         except Exception as e:
@@ -193,7 +276,14 @@ def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str
     onnx.helper.set_model_props(model, info)
     onnx.save(model, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return exporter, session.run(None, {"obs": observations.numpy()})[0]
+    if state is None:
+        return exporter, session.run(None, {"obs": observations.numpy()})[0]
+
+    def step(obs: Any, *state: Any) -> tuple:
+        outputs = session.run(None, dict(zip(names, [np.asarray(obs), *(np.asarray(s) for s in state)])))
+        return tuple(outputs)
+
+    return exporter, play_sequence(step, observations, tuple(s.numpy() for s in initial_state(policy, 1)))
 
 
 def default_export_path(run: LoadedRun, fmt: str) -> Path:
@@ -241,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
     print(written["path"])
     print(
         f"{args.format} policy of {loaded.checkpoint_name} (step {loaded.step:,}), {written['size_bytes'] / 1024:,.0f} KiB, "
-        f"exported with {written['exporter']}; gives the checkpoint's actions on {written['checked']} test observations",
+        f"exported with {written['exporter']}; gives the checkpoint's actions "
+        + (f"at every step of a {written['checked']}-step episode, carrying its state" if written["recurrent"] else f"on {written['checked']} test observations"),
         file=sys.stderr,
     )
     return 0

@@ -120,10 +120,12 @@ class DetailedPolicy:
     def __init__(self, fn: Callable[..., Any], detailed: bool, deterministic: bool, generator: Any) -> None:
         self.fn, self.detailed, self.deterministic, self.generator = fn, detailed, deterministic, generator
         self.last: dict[str, np.ndarray] = {}
+        if not detailed and hasattr(fn, "initial_state"):  # a recurrent load_policy: run_episodes carries its state
+            self.initial_state = fn.initial_state
 
-    def __call__(self, obs: Any) -> Any:
+    def __call__(self, obs: Any, *state: Any) -> Any:
         if not self.detailed:
-            return self.fn(obs)
+            return self.fn(obs, *state)
         out = self.fn(obs, deterministic=self.deterministic, generator=self.generator)
         self.last = {k: v.float().cpu().numpy() for k, v in out.items() if k != "action"}
         return out["action"]
