@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-COMMAND_ENTRY_SHIMS = {"axiomrl_utils.benchmark"}  # `python -m axiomrl_utils.benchmark` starts a sweep
+COMMAND_ENTRY_SHIMS = {"axiomrl_utils.benchmark", "axiomrl_utils.tune"}  # `python -m axiomrl_utils.benchmark` starts a sweep, `.tune` a study
 
 
 def _module_name(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""The `axiomrl` command line: its subcommands (COMMANDS: report, leaderboard, compare, sweep, plot, doctor,
+"""The `axiomrl` command line: its subcommands (COMMANDS: report, leaderboard, compare, sweep, tune, plot, doctor,
 eval, export, pack, unpack), the top-level parser, and the dispatch to the subcommand's module.
 
 `python -m axiomrl_utils.commands` and `python -m axiomrl_utils.commands.cli` are `axiomrl`. Each
@@ -52,6 +52,11 @@ COMMANDS: dict[str, Command] = {
         "run scripts over several envs x seeds in parallel (local processes, Ray or Slurm), rerunnable, "
         "ending with the leaderboard of the runs (same as python -m axiomrl_utils.benchmark)",
     ),
+    "tune": Command(
+        "axiomrl_utils.commands.tune",
+        "search a script's hyperparameters with Optuna: multi-seed, multi-env, pruned, resumable trials on local "
+        "processes or Ray, ending with a ranked table, the best config and plots (same as python -m axiomrl_utils.tune)",
+    ),
     "plot": Command("axiomrl_utils.commands.plot", "learning curves per env (PNG, and HTML with plotly)"),
     "doctor": Command("axiomrl_utils.commands.doctor", "check that this machine can train: versions, extras, output dir"),
     "eval": Command(
@@ -78,9 +83,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="axiomrl",
         description="Inspect AxiomRL runs: reports, leaderboards, learning curves, environment checks; "
-        "run seed sweeps; evaluate, export and share trained runs.",
+        "run seed sweeps and hyperparameter searches; evaluate, export and share trained runs.",
         epilog="`axiomrl COMMAND --help` lists a command's options. "
-        "Docs: docs/reports.md, docs/sweeps.md, docs/eval-export-share.md",
+        "Docs: docs/reports.md, docs/sweeps.md, docs/tune.md, docs/eval-export-share.md",
     )
     parser.add_argument("--version", action="version", version=f"axiomrl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -27,7 +27,7 @@ from axiomrl_utils.jsonl import iter_jsonl
 from axiomrl_utils.rundir import METADATA_FILE, metadata_problem
 
 SCHEMA_VERSIONS = (1,)
-STATUSES = ("running", "finished", "failed", "interrupted", "crashed")
+STATUSES = ("running", "finished", "failed", "interrupted", "pruned", "crashed")
 # Subdirectories of a run that hold no runs; skipping them keeps discovery to one scandir per run.
 NOT_RUNS = frozenset({"checkpoints", "tensorboard", "videos", "plots", "wandb", "__pycache__"})
 

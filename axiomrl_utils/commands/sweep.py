@@ -105,7 +105,7 @@ def reserved_flags_given(extra: list[str]) -> list[str]:
     except SystemExit:
         shown = ", ".join(flag(n) for n in names)
         raise UsageError(f"the arguments after -- give a flag the sweep sets for each run itself ({shown}) "
-                         f"in a form that does not parse ({_tyro_message(stderr.getvalue()) or 'see the script --help'}); "
+                         f"in a form that does not parse ({tyro_message(stderr.getvalue()) or 'see the script --help'}); "
                          "remove it from the arguments after --") from None
     return [flag(n) for n in names if n in given]
 
@@ -241,7 +241,7 @@ def resolve_command(command: str) -> list[str]:
 # ---------------------------------------------------------------------------------- the pre-launch check
 
 
-def _tyro_message(stderr: str) -> Optional[str]:
+def tyro_message(stderr: str) -> Optional[str]:
     """The first line inside tyro's error box (`Unrecognized options: --foo`), if there is one."""
     for line in stderr.splitlines():
         inner = line.strip().strip("│").strip()
@@ -276,7 +276,7 @@ def check_pair(command: str, argv: list[str], env_id: str, seed: int, extra: lis
                 "pass one such as \"python axiomrl/ppo.py\"")
     if proc.returncode == 0 or "dry-run" in proc.stderr or "dry_run" in proc.stderr:
         raise UsageError(not_ours)
-    tyro = _tyro_message(proc.stderr)
+    tyro = tyro_message(proc.stderr)
     if tyro:
         raise UsageError(f"{shown} rejects the arguments ({tyro}); fix the arguments after --")
     last = lines[-1].strip() if lines else f"exit code {proc.returncode}"
@@ -496,21 +496,21 @@ def write_report(sweep_dir: Path, sweep: dict[str, Any]) -> str:
 class Display:
     """A rich live line (done, failed, running, ETA) on a terminal; plain event lines otherwise."""
 
-    def __init__(self, total: int, live: bool) -> None:
-        self.total = total
+    def __init__(self, total: int, live: bool, label: str = "sweep") -> None:
+        self.total, self.label = total, label
         self.progress = None
         if live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self.progress = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"))
-            self.bar = self.progress.add_task("sweep", total=total, stats="")
+            self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"))
+            self.bar = self.progress.add_task(label, total=total, stats="")
             self.progress.start()
 
     def line(self, text: str) -> None:
         if self.progress is not None:
             self.progress.console.print(text, markup=False, highlight=False)
         else:
-            print(f"[sweep] {text}", flush=True)
+            print(f"[{self.label}] {text}", flush=True)
 
     def update(self, done: int, stats: str) -> None:
         if self.progress is not None:

@@ -57,6 +57,7 @@ class Task:
     threads: int
     retries: int
     cwd: str
+    die_with_launcher: bool = False  # Linux: the script gets SIGTERM (and checkpoints) when the thread that started it dies
 
 
 @dataclass
@@ -185,6 +186,30 @@ def run_command(task: Task, resume: Optional[Path]) -> list[str]:
     return [*task.argv, "--env-id", task.env_id, "--seed", str(task.seed), "--output-dir", task.slot, *task.extra_args]
 
 
+def _parent_death_signal() -> Any:
+    """prctl(2) resolved once, in the parent: a child between fork and exec must not load libraries."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _parent_death_signal()
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn`: SIGTERM to the child when the thread that started it dies, so a launcher killed
+    with SIGKILL leaves no orphan training on: the script checkpoints and ends `interrupted`."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def child_environment(threads: int) -> dict[str, str]:
     """The environment of a run: one BLAS/OpenMP pool of `threads` threads, unbuffered output."""
     return {
@@ -228,7 +253,8 @@ def execute_run(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
             log.flush()
             try:
                 child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=task.cwd, env=child_environment(task.threads))
+                                         cwd=task.cwd, env=child_environment(task.threads),
+                                         preexec_fn=die_with_parent if task.die_with_launcher else None)
             except OSError as e:
                 outcome.status, outcome.error = "failed", f"cannot start {argv[0]}: {e.strerror or e}"
                 break

@@ -19,7 +19,7 @@ from axiomrl_utils.run.lock import RunLock
 from axiomrl_utils.run.metadata import MetadataFile
 from axiomrl_utils.run.metrics import MetricsLog
 from axiomrl_utils.run.resume import logged_metrics_of
-from axiomrl_utils.run.signals import EXIT_CODES, StopSignals
+from axiomrl_utils.run.signals import EXIT_CODES, StopSignals, take_stop_request
 from axiomrl_utils.run.state import DeclaredState
 
 
@@ -332,14 +332,17 @@ class Run:
         )
 
     def finish(self) -> None:
-        """Mark the run finished, or interrupted after a signal / --pause-at-step, and close everything.
+        """Mark the run finished, or interrupted after a signal / --pause-at-step (or the status a stop
+        request file asked for, `pruned`), and close everything.
 
         After SIGINT/SIGTERM this raises SystemExit(130/143) so shells and schedulers see the stop.
         """
         if self._closed:
             return
         if self.signals.received is not None:
-            self.close(status="interrupted", stop_reason=self.signals.name)
+            # the sender may have said why it stopped the run (a pruned trial of `axiomrl tune`)
+            status, reason = take_stop_request(self.dir) or ("interrupted", self.signals.name)
+            self.close(status=status, stop_reason=reason)
             raise SystemExit(self.signals.exit_code)
         if self.stop_requested and not self.cadence.at_last_step(self.global_step):
             self.close(status="interrupted", stop_reason="pause_at_step")
