@@ -369,7 +369,6 @@ class Run:
         if self._closed:
             return
         self._closed = True
-        self.signals.restore()
         self.progress.close()
         self.metadata.data.update({"status": status, "error": error, "stop_reason": stop_reason})
         try:
@@ -387,3 +386,6 @@ class Run:
             finally:
                 if self._lock is not None:
                     self._lock.release()
+                # last: a stop signal that arrives while the final status is written (a sweep sends
+                # SIGTERM from two places) must not kill the process with metadata.json half replaced
+                self.signals.restore()
