@@ -119,3 +119,44 @@ def rescaled_policy(policy: Callable[[Any], Any], center: Any, inverse_half_rang
             return self.policy((obs - self.center) * self.inverse_half_range)
 
     return RescaledPolicy()
+
+
+def unflattened_input_policy(policy: Callable[[Any], Any], space: Any) -> tuple[list[str], "torch.nn.Module"]:
+    """A policy trained on `gymnasium.spaces.flatten`ed observations of `space` (a Dict, Tuple,
+    Discrete, MultiDiscrete or MultiBinary of flat parts), as a module taking the parts as the env
+    gives them: `forward(*parts)`, one batched tensor per part (a Dict's keys in order). Returns the
+    parts' names and the module (for `axiomrl export`)."""
+    import gymnasium as gym
+    import torch
+
+    def flattener(part: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        if isinstance(part, gym.spaces.Box):
+            return lambda x: x.reshape(x.shape[0], -1).float()
+        if isinstance(part, gym.spaces.Discrete):
+            n, start = int(part.n), int(part.start)
+            return lambda x: torch.nn.functional.one_hot(x.reshape(-1).long() - start, n).float()
+        if isinstance(part, gym.spaces.MultiBinary):
+            return lambda x: x.reshape(x.shape[0], -1).float()
+        if isinstance(part, gym.spaces.MultiDiscrete) and part.nvec.ndim == 1:
+            sizes, starts = [int(v) for v in part.nvec], [int(v) for v in part.start]
+            return lambda x: torch.cat([torch.nn.functional.one_hot(x[:, i].long() - starts[i], n).float()
+                                        for i, n in enumerate(sizes)], -1)
+        raise ValueError(f"{part} inside the observation space cannot be exported as a raw input")
+
+    if isinstance(space, gym.spaces.Dict):
+        names, parts = list(space.spaces), list(space.spaces.values())
+    elif isinstance(space, gym.spaces.Tuple):
+        names, parts = [f"obs_{i}" for i in range(len(space.spaces))], list(space.spaces)
+    else:
+        names, parts = ["obs"], [space]
+    flatteners = [flattener(p) for p in parts]
+
+    class UnflattenedInputPolicy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy_module(policy)
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.policy(torch.cat([f(x) for f, x in zip(flatteners, inputs)], -1))
+
+    return names, UnflattenedInputPolicy()

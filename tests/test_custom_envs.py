@@ -297,3 +297,38 @@ def test_report_reproduces_a_long_command_line_through_the_runs_config(tmp_path:
     long = {**short, "command": ["axiomrl/ppo.py", *[f"--learning-rate={i}e-4" for i in range(20)]]}
     line = reproduce_command(long)
     assert shlex.split(line) == ["python", "axiomrl/ppo.py", "--config", str(tmp_path / "run" / "config.yaml")]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_dict_observation_policy_exports_taking_the_envs_own_observations(env_dir: Path, tmp_path: Path, fmt: str) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    from axiomrl_utils import checkpoint as ckpt
+
+    ppo.main(_ppo(tmp_path / "runs", "--env-module", ENV_MODULE, "--env-id", "AxDictCorridor-v0", "--total-timesteps", "256", "--eval-every", "128"))
+    run_dir = only_run(tmp_path / "runs")
+    path = tmp_path / ("p.pt" if fmt == "torchscript" else "p.onnx")
+    done = _run(env_dir, "-m", "axiomrl_utils.commands.cli", "export", str(run_dir), "--format", fmt, "--output", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    space = gym.make("AxDictCorridor-v0").observation_space  # Dict keys in order: near, pos
+    space.seed(5)
+    samples = [space.sample() for _ in range(64)]
+    near = np.array([s["near"] for s in samples])
+    pos = np.stack([s["pos"] for s in samples])
+    flat = torch.as_tensor(np.stack([gym.spaces.flatten(space, s) for s in samples]).astype(np.float32))
+    flat_space = gym.spaces.Box(0, 8, (3,), np.float32)
+    agent = ppo.Agent(type("Spaces", (), {"single_observation_space": flat_space, "single_action_space": gym.spaces.Discrete(2)}))
+    agent.load_state_dict(ckpt.load(run_dir / "checkpoints" / "best.pt")["agent"])
+    with torch.no_grad():
+        expected = agent.act(flat).numpy()
+    if fmt == "torchscript":
+        got = torch.jit.load(str(path))(torch.as_tensor(near), torch.as_tensor(pos)).numpy()
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["near", "pos"]
+        got = session.run(None, {"near": near, "pos": pos})[0]
+    assert np.array_equal(got, expected)

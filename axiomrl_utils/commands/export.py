@@ -169,6 +169,9 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
     try:
         policy = run.policy(envs).cpu()
         recurrent = initial_state(policy, 1) is not None
+        raw_space = None if recurrent else space_before_flattening(run)
+        if raw_space is not None:  # the file takes the env's own (Dict, Tuple, Discrete, ...) observations
+            return _export_unflattened(run, fmt, output, policy, raw_space, envs)
         if recurrent:
             observations = episode_observations(run, envs, policy)
             expected = play_sequence(policy, observations, initial_state(policy, 1))
@@ -200,6 +203,99 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
     finally:
         envs.close()
     return {"path": output, "exporter": exporter, "checked": len(same), "recurrent": recurrent, "size_bytes": output.stat().st_size}
+
+
+def space_before_flattening(run: LoadedRun) -> Any:
+    """The env's own observation space when the script flattened it for its network (else None)."""
+    from axiomrl_utils.envs import env_options, make_registered, needs_flattening, registered_id
+
+    if not str(run.metadata.get("observation_adapter") or "").startswith("FlattenObservation"):
+        return None
+    shown_id, env_kwargs, modules = env_options(run.args)
+    env = make_registered(shown_id, registered_id(shown_id, modules), env_kwargs)
+    try:
+        return env.observation_space if needs_flattening(env.observation_space) else None
+    finally:
+        env.close()
+
+
+def _export_unflattened(run: LoadedRun, fmt: str, output: Path, policy: Any, space: Any, envs: Any) -> dict[str, Any]:
+    """Export a policy whose script flattened Dict/Tuple/Discrete observations as a file that takes
+    them as the env gives them: one input per part (a Dict's keys in order, ONNX names = keys),
+    flattened inside the file exactly as gymnasium's `spaces.flatten` does."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from axiomrl_utils.jsonl import temp_file_for
+    from axiomrl_utils.policy import unflattened_input_policy
+
+    try:
+        names, wrapped = unflattened_input_policy(policy, space)
+    except ValueError as e:
+        raise UsageError(f"{e}; only Dicts and Tuples of Box/Discrete/MultiBinary/MultiDiscrete parts export as raw inputs") from None
+    space.seed(run.args.seed)
+    samples = [space.sample() for _ in range(VERIFY_OBSERVATIONS)]
+    flat = torch.as_tensor(np.stack([gym.spaces.flatten(space, s) for s in samples]).astype(np.float32))
+    parts = _parts(space, samples)
+    with torch.inference_mode():
+        expected = policy(flat).numpy()
+    info = {**export_info(run, fmt, envs, "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER),
+            "input": f"the env's observation {space} as {len(names)} tensor(s) with a leading batch dimension, in this order: "
+                     + ", ".join(names)}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = temp_file_for(output)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if fmt == "torchscript":
+                    traced = torch.jit.trace(wrapped, tuple(p[:2] for p in parts), check_trace=False)
+                    torch.jit.save(traced, str(tmp), _extra_files={"axiomrl.json": json.dumps(info)})
+                    with torch.inference_mode():
+                        got = torch.jit.load(str(tmp))(*parts).numpy()
+                else:
+                    import onnx
+                    import onnxruntime
+
+                    batch = torch.export.Dim("batch")
+                    torch.onnx.export(wrapped, tuple(p[:2] for p in parts), str(tmp), dynamo=True, external_data=False,
+                                      input_names=names, output_names=["action"],
+                                      dynamic_shapes=(tuple({0: batch} for _ in parts),), verbose=False)
+                    model = onnx.load(str(tmp))
+                    onnx.helper.set_model_props(model, info)
+                    onnx.save(model, str(tmp))
+                    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+                    got = session.run(None, {n: p.numpy() for n, p in zip(names, parts)})[0]
+            except UsageError:
+                raise
+            except Exception as e:
+                raise UsageError(f"exporting the policy for {space} observations failed ({first_line(e)}); "
+                                 "try the other --format") from None
+        same = _same_actions(expected, got)
+        if not same.all():
+            raise UsageError(f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
+                             f"{len(same)} test observations; nothing was written: try the other --format")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
+    return {"path": output, "exporter": exporter, "checked": len(same), "recurrent": False, "size_bytes": output.stat().st_size}
+
+
+def _parts(space: Any, samples: list) -> list["torch.Tensor"]:
+    """Observations of a Dict/Tuple/other space as one batched tensor per part (the file's inputs)."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    if isinstance(space, gym.spaces.Dict):
+        return [torch.as_tensor(np.stack([np.asarray(s[k]) for s in samples])) for k in space.spaces]
+    if isinstance(space, gym.spaces.Tuple):
+        return [torch.as_tensor(np.stack([np.asarray(s[i]) for s in samples])) for i in range(len(space.spaces))]
+    return [torch.as_tensor(np.stack([np.asarray(s) for s in samples]))]
 
 
 def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> np.ndarray:
