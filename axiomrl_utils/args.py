@@ -42,7 +42,7 @@ class RunArgs:
     env_kwargs: Annotated[dict[str, Any], JsonObject()] = field(default_factory=dict)
     """keyword arguments for gym.make, as a JSON object: '{"sutton_barto_reward": true, "max_episode_steps": 200}'"""
     rescale_observation: bool = False
-    """if toggled, rescale bounded Box observations to [-1, 1] (gymnasium's RescaleObservation; MountainCar's velocity is ~100x smaller than its position)"""
+    """if toggled, rescale bounded Box observations to [-1, 1] linearly, in training, evaluation and export (MountainCar's velocity is ~100x smaller than its position)"""
     seed: Annotated[int, Range(0, 2**32, hi_open=True)] = 1  # what numpy's and gymnasium's seeding accept
     """seed of the experiment (python, numpy, torch and the environments)"""
     torch_deterministic: bool = True
