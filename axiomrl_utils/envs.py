@@ -160,7 +160,8 @@ def require_observation(
         return
     if ndim in (2, 3):
         fix = (
-            "use ppo_atari.py or dqn_atari.py for Atari games"
+            ("use ppo_atari_lstm.py for a recurrent policy on Atari games" if "lstm" in script
+             else "use ppo_atari.py or dqn_atari.py for Atari games")
             if action_space == "discrete"
             else "no AxiomRL script learns continuous actions from images; pick an env with vector observations"
         )

@@ -285,7 +285,7 @@ def test_every_field_is_documented_and_declares_what_it_refuses(script: str) -> 
     [
         ("ppo_lstm", {"num_envs": 6, "num_minibatches": 4}, "num_envs = 6 is not divisible by --num-minibatches 4"),
         ("ppo_lstm", {"env_id": "Pendulum-v1"}, "ppo_lstm.py needs a discrete action space but Pendulum-v1 has"),
-        ("ppo_lstm", {"env_id": "ALE/Pong-v5"}, "ppo_lstm.py feeds flat vector observations to an MLP but ALE/Pong-v5 has image observations"),
+        ("ppo_lstm", {"env_id": "ALE/Pong-v5"}, "; use ppo_atari_lstm.py for a recurrent policy on Atari games"),
         ("ppo_atari_lstm", {"env_id": "CartPole-v1"}, "ppo_atari_lstm.py trains on Atari games but CartPole-v1 is not one"),
         ("ppo_atari_lstm", {"num_envs": 8, "num_minibatches": 3}, "num_envs = 8 is not divisible by --num-minibatches 3"),
         ("rpo_continuous_action", {"env_id": "CartPole-v1"}, "rpo_continuous_action.py needs a continuous (Box) action space"),
