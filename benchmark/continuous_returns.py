@@ -16,12 +16,10 @@ Returns are CleanRL's aggregation: per seed the mean of the last 100 training ep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from axiomrl_utils.jsonl import read_jsonl, write_text_atomic  # noqa: E402
-from axiomrl_utils.host import pid_alive  # noqa: E402
+from spec_runs import Spec, SpecRuns  # noqa: E402
 
 OUT = REPO / "benchmark" / "runs" / "continuous"
+RUNS = SpecRuns(OUT)
+find_run, missing, launch = RUNS.find_run, RUNS.missing, RUNS.launch
 RESULT = REPO / "benchmark" / "results" / "continuous.md"
-SEEDS = (1, 2, 3)
 SPS_STEPS = 20_000
 SPS_LEARNING_STARTS = 5_000  # off-policy scripts train for the last 15 000 of the 20 000 steps
-
-
-@dataclass(frozen=True)
-class Spec:
-    script: str
-    env_id: str
-    steps: int
-    kind: str  # "returns" or "sps"
-    seeds: tuple[int, ...] = SEEDS
-    extra: tuple[str, ...] = field(default=())
 
 
 RETURN_SPECS = [
@@ -86,116 +75,9 @@ REFERENCE_SPS = {
 }
 
 
-def spec_dir(spec: Spec) -> Path:
-    return OUT / spec.kind
-
-
-def find_run(spec: Spec, seed: int) -> tuple[Path, dict] | None:
-    """The newest run of this spec and seed in its output directory, with its metadata."""
-    root = spec_dir(spec)
-    if not root.is_dir():
-        return None
-    found = []
-    for run_dir in root.iterdir():
-        try:
-            meta = json.loads((run_dir / "metadata.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("algo") == spec.script and meta.get("env_id") == spec.env_id and meta.get("seed") == seed:
-            found.append((meta.get("created_at_utc", ""), run_dir, meta))
-    if not found:
-        return None
-    _, run_dir, meta = max(found)
-    return run_dir, meta
-
-
-def command(spec: Spec, seed: int) -> list[str]:
-    """The training command of one seed: resume a stopped run, else start a new one."""
-    base = ["nice", "-n", "10", sys.executable, str(REPO / "axiomrl" / f"{spec.script}.py")]
-    existing = find_run(spec, seed)
-    if existing is not None and existing[1].get("latest_checkpoint_path"):
-        return base + ["--resume", str(existing[0]), "--no-progress"]
-    return base + [
-        "--env-id", spec.env_id, "--seed", str(seed), "--total-timesteps", str(spec.steps),
-        "--output-dir", str(spec_dir(spec)), "--no-progress", *spec.extra,
-    ]
-
-
-def needs_run(spec: Spec, seed: int) -> bool:
-    """No finished run of this seed, and none in progress (by this launcher or another one)."""
-    existing = find_run(spec, seed)
-    if existing is None:
-        return True
-    meta = existing[1]
-    running = meta.get("status") == "running" and pid_alive(meta.get("pid"))
-    return meta.get("status") != "finished" and not running
-
-
-def missing(specs: list[Spec]) -> list[tuple[Spec, int]]:
-    return [
-        (spec, seed)
-        for spec in specs
-        if (REPO / "axiomrl" / f"{spec.script}.py").exists()
-        for seed in spec.seeds
-        if needs_run(spec, seed)
-    ]
-
-
-def running_elsewhere(own: set[int]) -> int:
-    """Benchmark runs alive under OUT that this launcher did not start (another launcher's)."""
-    count = 0
-    for meta_file in OUT.glob("*/*/metadata.json"):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("status") == "running" and meta.get("pid") not in own and pid_alive(meta.get("pid")):
-            count += 1
-    return count
-
-
-def launch(todo: list[tuple[Spec, int]], workers: int) -> None:
-    """Run `todo`, keeping at most `workers` benchmark runs alive, counting other launchers' runs.
-
-    The machine's load average is sampled during each run and written next to its log, since
-    SPS on a shared machine means little without it.
-    """
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    OUT.mkdir(parents=True, exist_ok=True)
-    queue, active = list(todo), []
-    while queue or active:
-        while queue and len(active) + running_elsewhere({a[0].pid for a in active}) < workers:
-            spec, seed = queue.pop(0)
-            if not needs_run(spec, seed):  # another launcher took it meanwhile
-                continue
-            spec_dir(spec).mkdir(parents=True, exist_ok=True)
-            stem = spec_dir(spec) / f"{spec.script}__{spec.env_id}__seed{seed}"
-            log = open(stem.with_suffix(".log"), "a")
-            cmd = command(spec, seed)
-            print(f"launch: {' '.join(cmd[3:])}", flush=True)
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=spec_dir(spec))
-            active.append((proc, log, spec, seed, stem, []))
-            time.sleep(20)  # let it write its metadata before counting runs again
-        time.sleep(5)
-        for item in list(active):
-            proc, log, spec, seed, stem, loads = item
-            loads.append(os.getloadavg()[0])
-            if proc.poll() is not None:
-                log.close()
-                active.remove(item)
-                write_text_atomic(
-                    Path(f"{stem}.load.json"),
-                    json.dumps({"load_mean": float(np.mean(loads)), "load_max": float(np.max(loads)), "samples": len(loads)}),
-                )
-                print(f"done ({proc.returncode}): {spec.script} {spec.env_id} seed{seed}", flush=True)
-
-
 def load_during(spec: Spec, seed: int) -> str:
-    try:
-        load = json.loads(Path(f"{spec_dir(spec) / f'{spec.script}__{spec.env_id}__seed{seed}'}.load.json").read_text())
-    except (OSError, ValueError):
-        return "-"
-    return f"{load['load_mean']:.1f}"
+    load = RUNS.load_during(spec, seed)
+    return "-" if load is None else f"{load:.1f}"
 
 
 def training_phase_sps(run_dir: Path, learning_starts: int) -> float | None:

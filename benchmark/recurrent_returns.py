@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +29,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from axiomrl_utils.host import pid_alive  # noqa: E402
 from axiomrl_utils.jsonl import read_jsonl, write_text_atomic  # noqa: E402
+from spec_runs import Spec, SpecRuns  # noqa: E402
 
 OUT = REPO / "benchmark" / "runs" / "recurrent"
+RUNS = SpecRuns(OUT)
+find_run, needs_run, launch, load_during = RUNS.find_run, RUNS.needs_run, RUNS.launch, RUNS.load_during
 RESULT = REPO / "benchmark" / "results" / "recurrent.md"
 CARTPOLE_STEPS = 100_000  # RL Zoo's budget for CartPoleNoVel-v1; the issue asks 500 000, which did not fit (benchmark/README.md)
 CONTINUOUS_STEPS = 100_000  # benchmark/continuous_returns.py's PPO budget on InvertedPendulum-v5
 ATARI_SPS_STEPS = 4096
-
-
-@dataclass(frozen=True)
-class Spec:
-    script: str
-    env_id: str
-    steps: int
-    kind: str  # "returns" or "sps"
-    seeds: tuple[int, ...] = (1, 2, 3)
-    extra: tuple[str, ...] = field(default=())
 
 
 RETURN_SPECS = [
@@ -64,83 +55,6 @@ SPS_SPECS = [
     Spec(script, "PongNoFrameskip-v4", ATARI_SPS_STEPS, "sps", seeds=(1,), extra=("--eval-every", "0"))
     for script in ("ppo_atari", "ppo_atari_lstm")
 ]
-
-
-def spec_dir(spec: Spec) -> Path:
-    return OUT / spec.kind
-
-
-def find_run(spec: Spec, seed: int) -> tuple[Path, dict] | None:
-    """The newest run of this spec and seed in its output directory, with its metadata."""
-    root = spec_dir(spec)
-    if not root.is_dir():
-        return None
-    found = []
-    for run_dir in root.iterdir():
-        try:
-            meta = json.loads((run_dir / "metadata.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("algo") == spec.script and meta.get("env_id") == spec.env_id and meta.get("seed") == seed:
-            found.append((meta.get("created_at_utc", ""), run_dir, meta))
-    if not found:
-        return None
-    _, run_dir, meta = max(found)
-    return run_dir, meta
-
-
-def command(spec: Spec, seed: int) -> list[str]:
-    """The training command of one seed: resume a stopped run, else start a new one."""
-    base = ["nice", "-n", "10", sys.executable, str(REPO / "axiomrl" / f"{spec.script}.py")]
-    existing = find_run(spec, seed)
-    if existing is not None and existing[1].get("latest_checkpoint_path"):
-        return base + ["--resume", str(existing[0]), "--no-progress"]
-    return base + [
-        "--env-id", spec.env_id, "--seed", str(seed), "--total-timesteps", str(spec.steps),
-        "--output-dir", str(spec_dir(spec)), "--no-progress", *spec.extra,
-    ]
-
-
-def needs_run(spec: Spec, seed: int) -> bool:
-    """No finished run of this seed, and none in progress."""
-    existing = find_run(spec, seed)
-    if existing is None:
-        return True
-    meta = existing[1]
-    running = meta.get("status") == "running" and pid_alive(meta.get("pid"))
-    return meta.get("status") != "finished" and not running
-
-
-def launch(todo: list[tuple[Spec, int]], workers: int) -> None:
-    """Run `todo`, at most `workers` at once; the load average during each run is kept beside its log."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    queue, active = list(todo), []
-    while queue or active:
-        while queue and len(active) < workers:
-            spec, seed = queue.pop(0)
-            spec_dir(spec).mkdir(parents=True, exist_ok=True)
-            stem = spec_dir(spec) / f"{spec.script}__{spec.env_id}__seed{seed}"
-            log = open(stem.with_suffix(".log"), "a")
-            cmd = command(spec, seed)
-            print(f"launch: {' '.join(cmd[3:])}", flush=True)
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=spec_dir(spec))
-            active.append((proc, log, spec, seed, stem, []))
-        time.sleep(5)
-        for item in list(active):
-            proc, log, spec, seed, stem, loads = item
-            loads.append(os.getloadavg()[0])
-            if proc.poll() is not None:
-                log.close()
-                active.remove(item)
-                write_text_atomic(Path(f"{stem}.load.json"), json.dumps({"load_mean": float(np.mean(loads)), "samples": len(loads)}))
-                print(f"done ({proc.returncode}): {spec.script} {spec.env_id} seed{seed}", flush=True)
-
-
-def load_during(spec: Spec, seed: int) -> float | None:
-    try:
-        return json.loads(Path(f"{spec_dir(spec) / f'{spec.script}__{spec.env_id}__seed{seed}'}.load.json").read_text())["load_mean"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def last_eval(run_dir: Path) -> float | None:
