@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from axiomrl_utils import UsageError
 from axiomrl_utils.commands.trained_run import LoadedRun, add_script_argument, first_line, open_run
@@ -162,9 +163,9 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
     import torch
 
     from axiomrl_utils.evaluation import initial_state
-    from axiomrl_utils.jsonl import temp_file_for
 
     require_export_extra(fmt)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     envs = run.make_envs(1)
     try:
         policy = run.policy(envs).cpu()
@@ -179,30 +180,18 @@ def export(run: LoadedRun, fmt: Literal["torchscript", "onnx"], output: Path) ->
             observations = sample_observations(run, envs, policy)
             with torch.inference_mode():
                 expected = policy(observations).numpy()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = temp_file_for(output)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
-            info = {**export_info(run, fmt, envs, exporter), **(recurrent_info(policy) if recurrent else {})}
+        exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
+        info = {**export_info(run, fmt, envs, exporter), **(recurrent_info(policy) if recurrent else {})}
+
+        def write(tmp: Path) -> np.ndarray:
             if fmt == "torchscript":
-                got = _export_torchscript(policy, observations, tmp, info)
-            else:
-                exporter, got = _export_onnx(policy, observations, tmp, info)
-            same = _same_actions(expected, got)
-            if not same.all():
-                raise UsageError(
-                    f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
-                    f"{len(same)} {'steps of an episode' if recurrent else 'test observations'}; nothing was written: try the other --format, or make the script's "
-                    "load_policy return an nn.Module (docs/eval-export-share.md)"
-                )
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)
+                return _export_torchscript(policy, observations, tmp, info)
+            return _export_onnx(policy, observations, tmp, info)
+
+        checked = _write_checked(output, fmt, expected, "steps of an episode" if recurrent else "test observations", write)
     finally:
         envs.close()
-    return {"path": output, "exporter": exporter, "checked": len(same), "recurrent": recurrent, "size_bytes": output.stat().st_size}
+    return {"path": output, "exporter": exporter, "checked": checked, "recurrent": recurrent, "size_bytes": output.stat().st_size}
 
 
 def space_before_flattening(run: LoadedRun) -> Any:
@@ -227,7 +216,6 @@ def _export_unflattened(run: LoadedRun, fmt: str, output: Path, policy: Any, spa
     import numpy as np
     import torch
 
-    from axiomrl_utils.jsonl import temp_file_for
     from axiomrl_utils.policy import unflattened_input_policy
 
     try:
@@ -240,49 +228,31 @@ def _export_unflattened(run: LoadedRun, fmt: str, output: Path, policy: Any, spa
     parts = _parts(space, samples)
     with torch.inference_mode():
         expected = policy(flat).numpy()
-    info = {**export_info(run, fmt, envs, "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER),
+    exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
+    info = {**export_info(run, fmt, envs, exporter),
             "input": f"the env's observation {space} as {len(names)} tensor(s) with a leading batch dimension, in this order: "
                      + ", ".join(names)}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = temp_file_for(output)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    examples = tuple(p[:2] for p in parts)
+
+    def write(tmp: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if fmt == "torchscript":
-                    traced = torch.jit.trace(wrapped, tuple(p[:2] for p in parts), check_trace=False)
-                    torch.jit.save(traced, str(tmp), _extra_files={"axiomrl.json": json.dumps(info)})
+                    torch.jit.save(torch.jit.trace(wrapped, examples, check_trace=False), str(tmp),
+                                   _extra_files={"axiomrl.json": json.dumps(info)})
                     with torch.inference_mode():
-                        got = torch.jit.load(str(tmp))(*parts).numpy()
-                else:
-                    import onnx
-                    import onnxruntime
-
-                    batch = torch.export.Dim("batch")
-                    torch.onnx.export(wrapped, tuple(p[:2] for p in parts), str(tmp), dynamo=True, external_data=False,
-                                      input_names=names, output_names=["action"],
-                                      dynamic_shapes=(tuple({0: batch} for _ in parts),), verbose=False)
-                    model = onnx.load(str(tmp))
-                    onnx.helper.set_model_props(model, info)
-                    onnx.save(model, str(tmp))
-                    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-                    got = session.run(None, {n: p.numpy() for n, p in zip(names, parts)})[0]
-            except UsageError:
-                raise
+                        return torch.jit.load(str(tmp))(*parts).numpy()
+                batch = torch.export.Dim("batch")
+                torch.onnx.export(wrapped, examples, str(tmp), dynamo=True, external_data=False, input_names=names,
+                                  output_names=["action"], dynamic_shapes=(tuple({0: batch} for _ in parts),), verbose=False)
             except Exception as e:
                 raise UsageError(f"exporting the policy for {space} observations failed ({first_line(e)}); "
                                  "try the other --format") from None
-        same = _same_actions(expected, got)
-        if not same.all():
-            raise UsageError(f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
-                             f"{len(same)} test observations; nothing was written: try the other --format")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    exporter = "torch.jit.trace" if fmt == "torchscript" else ONNX_EXPORTER
-    return {"path": output, "exporter": exporter, "checked": len(same), "recurrent": False, "size_bytes": output.stat().st_size}
+        return _onnx_session(tmp, info).run(None, {n: p.numpy() for n, p in zip(names, parts)})[0]
+
+    checked = _write_checked(output, fmt, expected, "test observations", write)
+    return {"path": output, "exporter": exporter, "checked": checked, "recurrent": False, "size_bytes": output.stat().st_size}
 
 
 def _parts(space: Any, samples: list) -> list["torch.Tensor"]:
@@ -323,23 +293,17 @@ def _export_torchscript(policy: Any, observations: Any, path: Path, info: dict[s
             return loaded(observations).numpy()
 
 
-def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> tuple[str, np.ndarray]:
-    """Export with torch.onnx's torch.export-based (dynamo) exporter; return (exporter, the file's actions).
+def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str]) -> np.ndarray:
+    """Export with torch.onnx's torch.export-based (dynamo) exporter; return the file's actions.
 
     The batch dimension is dynamic. The model has one input `obs` and one output `action`; a
     recurrent policy also takes `state_0, ...` and returns `next_state_0, ...` after them.
     """
-    import logging
-
     import numpy as np
-    import onnx
-    import onnxruntime
     import torch
 
     from axiomrl_utils.evaluation import initial_state
 
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
-    exporter = ONNX_EXPORTER
     state = initial_state(policy, 2)
     batch = torch.export.Dim("batch")
     if state is None:
@@ -368,18 +332,49 @@ def _export_onnx(policy: Any, observations: Any, path: Path, info: dict[str, str
                 f"exporting the policy to ONNX failed ({first_line(e)}); "
                 "try --format torchscript"
             ) from None
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, info)
-    onnx.save(model, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _onnx_session(path, info)
     if state is None:
-        return exporter, session.run(None, {"obs": observations.numpy()})[0]
+        return session.run(None, {"obs": observations.numpy()})[0]
 
     def step(obs: Any, *state: Any) -> tuple:
         outputs = session.run(None, dict(zip(names, [np.asarray(obs), *(np.asarray(s) for s in state)])))
         return tuple(outputs)
 
-    return exporter, play_sequence(step, observations, tuple(s.numpy() for s in initial_state(policy, 1)))
+    return play_sequence(step, observations, tuple(s.numpy() for s in initial_state(policy, 1)))
+
+
+def _onnx_session(path: Path, info: dict[str, str]) -> Any:
+    """Record `info` in the ONNX file's metadata, then open it with onnxruntime (to check it)."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, info)
+    onnx.save(model, str(path))
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _write_checked(output: Path, fmt: str, expected: np.ndarray, what: str, write: Callable[[Path], np.ndarray]) -> int:
+    """`write(tmp)` the file to a temporary path and keep it as `output` only if the actions it
+    returns (the written file's) equal `expected` (the checkpoint's); the number of checks."""
+    from axiomrl_utils.jsonl import temp_file_for
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = temp_file_for(output)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        same = _same_actions(expected, write(tmp))
+        if not same.all():
+            raise UsageError(
+                f"the exported {fmt} policy gives other actions than the checkpoint on {int((~same).sum())} of "
+                f"{len(same)} {what}; nothing was written: try the other --format, or make the script's "
+                "load_policy return an nn.Module (docs/eval-export-share.md)"
+            )
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(same)
 
 
 def default_export_path(run: LoadedRun, fmt: str) -> Path:
