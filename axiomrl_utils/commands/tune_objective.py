@@ -235,8 +235,10 @@ class RunProgress:
 
 
 def common_bucket(progress: Sequence[RunProgress], done: Sequence[bool]) -> Optional[int]:
-    """The newest bucket every run has reached (a run that ended counts as past every bucket)."""
-    live = [p.reached for p, d in zip(progress, done) if not d]
+    """The newest bucket every run has completed: a live run has completed the buckets before the
+    one it is writing to (whose value may still change), a run that ended all of them. Reporting
+    only completed buckets makes a trial's reported value independent of when the tuner looked."""
+    live = [p.reached - 1 for p, d in zip(progress, done) if not d]
     reached = [p.reached for p in progress if p.reached >= 0]
     if not reached:
         return None
