@@ -25,7 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "benchmark"))
+
 from axiomrl_utils.host import pid_alive  # noqa: E402
+from spec_runs import phase_sps  # noqa: E402
 
 RUNS = REPO / "benchmark" / "runs" / "discrete"
 SPS_RUNS = REPO / "benchmark" / "runs" / "discrete-atari-sps"
@@ -134,15 +137,6 @@ def returns_table(seeds: list[int], total: int) -> tuple[str, bool]:
             timing = f"{np.mean(minutes):.1f} ({np.mean(sps):.0f})" if values else "—"
             lines.append(f"| {env_id} | {algo}.py | {ours} | {mean:.2f} ± {std:.2f} | {per_seed} | {timing} |")
     return "\n".join(lines), complete
-
-
-def phase_sps(run_dir: Path, start: int, end: int) -> float | None:
-    """Steps per wall-clock second between the metrics lines nearest to `start` and `end`."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if start <= r["global_step"] <= end]
-    if len(rows) < 2 or rows[-1]["wall_time"] <= rows[0]["wall_time"]:
-        return None
-    return (rows[-1]["global_step"] - rows[0]["global_step"]) / (rows[-1]["wall_time"] - rows[0]["wall_time"])
 
 
 def sps_table() -> str:

@@ -2,7 +2,7 @@
 missing ones (a run that stopped early is resumed), a few at a time, and keep the machine's load
 average beside each, since SPS on a shared machine means little without it.
 
-Used by continuous_returns.py and recurrent_returns.py:
+Used by continuous_returns.py, recurrent_returns.py and value_based_returns.py:
 
     runs = SpecRuns(REPO / "benchmark" / "runs" / "mine")
     runs.launch(runs.missing(specs), workers=2)
@@ -147,3 +147,13 @@ class SpecRuns:
             return json.loads(Path(f"{self._stem(spec, seed)}.load.json").read_text())["load_mean"]
         except (OSError, ValueError, KeyError):
             return None
+
+
+def phase_sps(run_dir: Path, start: int, end: int) -> float | None:
+    """Steps per wall-clock second between the metrics lines nearest to `start` and `end` (a phase of
+    a run: before learning starts, while learning)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if start <= r["global_step"] <= end]
+    if len(rows) < 2 or rows[-1]["wall_time"] <= rows[0]["wall_time"]:
+        return None
+    return (rows[-1]["global_step"] - rows[0]["global_step"]) / (rows[-1]["wall_time"] - rows[0]["wall_time"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmark"))
+
+from spec_runs import Spec, SpecRuns, phase_sps  # noqa: E402
+
 RUNS = REPO / "benchmark" / "runs" / "value_based"
 RESULT = REPO / "benchmark" / "results" / "value_based"
 
@@ -41,74 +44,39 @@ LEARNING_STARTS = 2500
 ATARI_SCRIPTS = ("dqn_atari", "ppo_atari", "c51_atari", "sac_atari", "rainbow_atari")
 
 
-def atari_flags(algo: str, steps: int) -> list[str]:
+def atari_flags(algo: str, steps: int) -> tuple[str, ...]:
     """Each script's defaults, except a buffer and learning start scaled down to the budget (off-policy
     scripts) and one evaluation of 2 whole games at the end."""
-    flags = ["--env-id", ATARI_ENV, "--total-timesteps", str(steps), "--eval-every", str(steps), "--eval-episodes", "2",
-             "--checkpoint-every", "0"]
+    flags = ["--eval-every", str(steps), "--eval-episodes", "2", "--checkpoint-every", "0"]
     if algo != "ppo_atari":
         flags += ["--buffer-size", str(steps), "--learning-starts", str(LEARNING_STARTS)]
-    return flags
+    return tuple(flags)
 
 
-def runs_in(root: Path) -> list[dict]:
-    found = []
-    for meta_path in sorted(root.glob("*/*/metadata.json")) if root.is_dir() else []:
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        meta["_dir"] = meta_path.parent
-        found.append(meta)
-    return found
+def pqn_specs(seeds: list[int], steps: int) -> list[Spec]:
+    return [Spec("pqn", env_id, steps, "pqn", tuple(seeds)) for env_id in PQN_ENVS]
 
 
-def finished(runs: list[dict], algo: str, env_id: str, seed: int, total: int) -> dict | None:
-    for meta in reversed(runs):
-        if (meta["algo"], meta["env_id"], meta["seed"], meta["total_timesteps"], meta["status"]) == (
-            algo, env_id, seed, total, "finished"
-        ):
-            return meta
-    return None
+def atari_specs(seeds: list[int], steps: int) -> list[Spec]:
+    return [Spec(algo, ATARI_ENV, steps, "atari", tuple(seeds), atari_flags(algo, steps)) for algo in ATARI_SCRIPTS]
 
 
-def command(algo: str, out: Path, extra: list[str]) -> list[str]:
-    return ["nice", "-n", "10", "env", "OMP_NUM_THREADS=1", f"PYTHONPATH={REPO}", sys.executable,
-            str(REPO / "axiomrl" / f"{algo}.py"), "--no-progress", "--output-dir", str(out), *extra]
-
-
-def launch(jobs: list[tuple[str, list[str]]], workers: int) -> None:
-    logs = RUNS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    pending, running = list(jobs), []
-    while pending or running:
-        while pending and len(running) < workers:
-            name, cmd = pending.pop(0)
-            log = open(logs / f"{time.strftime('%Y%m%d-%H%M%S')}_{name}.log", "w")
-            print("launch:", name, flush=True)
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log, name))
-        time.sleep(2)
-        for item in list(running):
-            proc, log, name = item
-            if proc.poll() is not None:
-                log.close()
-                running.remove(item)
-                print(f"exit {proc.returncode}:", name, flush=True)
-
-
-def phase_sps(run_dir: Path, start: int, end: int) -> float | None:
-    """Steps per wall-clock second between the metrics rows nearest to `start` and `end`."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if start <= r["global_step"] <= end]
-    if len(rows) < 2 or rows[-1]["wall_time"] <= rows[0]["wall_time"]:
+def run_of(runs: SpecRuns, spec: Spec, seed: int, finished_only: bool = True) -> dict | None:
+    """The metadata (with `_dir`) of this spec's newest run of `seed` at the spec's budget."""
+    found = runs.find_run(spec, seed)
+    if found is None:
         return None
-    return (rows[-1]["global_step"] - rows[0]["global_step"]) / (rows[-1]["wall_time"] - rows[0]["wall_time"])
+    run_dir, meta = found
+    if meta.get("total_timesteps") != spec.steps or (finished_only and meta.get("status") != "finished"):
+        return None
+    return {**meta, "_dir": run_dir}
 
 
-def pqn_rows(runs: list[dict], seeds: list[int], total: int) -> list[dict]:
+def pqn_rows(runs: SpecRuns, seeds: list[int], total: int) -> list[dict]:
     rows = []
-    for env_id in PQN_ENVS:
-        metas = [m for m in (finished(runs, "pqn", env_id, s, total) for s in seeds) if m]
+    for spec in pqn_specs(seeds, total):
+        env_id = spec.env_id
+        metas = [m for m in (run_of(runs, spec, s) for s in seeds) if m]
         values = [m["summary"]["train_return_last100"] for m in metas]
         rows.append({
             "env_id": env_id, "steps": total, "seeds": [m["seed"] for m in metas], "per_seed": values,
@@ -120,14 +88,13 @@ def pqn_rows(runs: list[dict], seeds: list[int], total: int) -> list[dict]:
     return rows
 
 
-def atari_rows(runs: list[dict], seeds: list[int], total: int) -> list[dict]:
+def atari_rows(runs: SpecRuns, seeds: list[int], total: int) -> list[dict]:
     rows = []
-    for algo in ATARI_SCRIPTS:
+    for spec in atari_specs(seeds, total):
+        algo = spec.script
         for seed in seeds:
             # a run stopped early (SIGTERM: checkpoint, status interrupted) still gives its speed
-            meta = finished(runs, algo, ATARI_ENV, seed, total) or next(
-                (m for m in reversed(runs) if (m["algo"], m["env_id"], m["seed"], m["total_timesteps"]) == (algo, ATARI_ENV, seed, total)),
-                None)
+            meta = run_of(runs, spec, seed, finished_only=False)
             if meta is None:
                 continue
             learning = algo != "ppo_atari"
@@ -204,23 +171,12 @@ def main() -> None:
     parser.add_argument("--no-launch", action="store_true", help="only write the tables of finished runs")
     opts = parser.parse_args()
 
+    runs = SpecRuns(RUNS)
     if not opts.no_launch:
-        runs, jobs = runs_in(RUNS), []
-        if opts.only != "atari":
-            for seed in opts.seeds:
-                for env_id in PQN_ENVS:
-                    if not finished(runs, "pqn", env_id, seed, opts.pqn_steps):
-                        jobs.append((f"pqn_{env_id}_{seed}", command("pqn", RUNS / "pqn", ["--env-id", env_id, "--seed", str(seed),
-                                                                        "--total-timesteps", str(opts.pqn_steps)])))
-        if opts.only != "pqn":
-            for seed in opts.atari_seeds:
-                for algo in ATARI_SCRIPTS:
-                    if not finished(runs, algo, ATARI_ENV, seed, opts.atari_steps):
-                        jobs.append((f"{algo}_{seed}", command(algo, RUNS / "atari", ["--seed", str(seed),
-                                                                *atari_flags(algo, opts.atari_steps)])))
-        launch(jobs, opts.workers)
+        specs = ([] if opts.only == "atari" else pqn_specs(opts.seeds, opts.pqn_steps)) + (
+            [] if opts.only == "pqn" else atari_specs(opts.atari_seeds, opts.atari_steps))
+        runs.launch(runs.missing(specs), opts.workers)
 
-    runs = runs_in(RUNS)
     text = write_tables(pqn_rows(runs, opts.seeds, opts.pqn_steps), atari_rows(runs, opts.atari_seeds, opts.atari_steps))
     RESULT.with_suffix(".md").write_text(text)
     print(text)
