@@ -1,9 +1,9 @@
 """Atari environments with the DeepMind preprocessing, shared by ppo_atari.py and dqn_atari.py.
 
-Built from gymnasium's own wrappers (AtariPreprocessing: no-op starts, frame skip 4 with max-pooling
-of the last two frames, 84x84 grayscale; FrameStackObservation: 4 frames; TransformReward: reward
-sign) plus the two gymnasium lacks, written here after Stable-Baselines3's atari_wrappers (which
-CleanRL's references use): EpisodicLifeEnv and FireResetEnv.
+Built from gymnasium's own wrappers (StickyAction: v5's sticky actions; AtariPreprocessing: no-op
+starts, frame skip 4 with max-pooling of the last two frames, 84x84 grayscale; FrameStackObservation:
+4 frames; TransformReward: reward sign) plus the two gymnasium lacks, written here after
+Stable-Baselines3's atari_wrappers (which CleanRL's references use): EpisodicLifeEnv and FireResetEnv.
 
 ale-py and OpenCV come with the `atari` extra; `require_atari_env` checks both before a run starts.
 """
@@ -121,16 +121,25 @@ def make_atari_env(env: Any, evaluation: bool = False, render_mode: Optional[str
     `env`: the script's Args (env_id, env_kwargs for gym.make, env_module) or a bare env id.
     `frame_stack`: frames per observation (ppo_atari_lstm.py: 1, the LSTM remembers the rest).
     `ALE/*-v5` ids get `frameskip=1` (AtariPreprocessing does the skipping) and keep v5's sticky
-    actions (repeat probability 0.25); `*NoFrameskip-v4` ids, which CleanRL's published runs use,
-    have neither.
+    actions (repeat probability 0.25 per frame); `*NoFrameskip-v4` ids, which CleanRL's published
+    runs use, have neither. The sticky actions are gymnasium's `StickyAction` on each frame rather
+    than ALE's own: ALE's state (`cloneState`) leaves out the action being repeated, so a checkpoint
+    could not continue the game exactly; in Python it is a wrapper attribute that pickles.
     """
     from axiomrl_utils.envs import env_options, make_registered, registered_id
 
     _register()
     shown_id, env_kwargs, modules = (env, {}, []) if isinstance(env, str) else env_options(env)
     env_id = registered_id(shown_id, modules)
-    kwargs = {"frameskip": 1} if gym.spec(env_id).kwargs.get("frameskip", 1) != 1 else {}
-    env = make_registered(shown_id, env_id, {**kwargs, **env_kwargs}, render_mode)
+    spec_kwargs = gym.spec(env_id).kwargs
+    kwargs = {"frameskip": 1} if spec_kwargs.get("frameskip", 1) != 1 else {}
+    # AtariPreprocessing reads the screen from ALE itself; the env's own observation, copied out on every
+    # frame and never used, costs least as grayscale (a third of RGB's bytes; the same observations)
+    kwargs["obs_type"] = "grayscale"
+    sticky = float({**spec_kwargs, **env_kwargs}.get("repeat_action_probability", 0.25))  # AtariEnv's default
+    env = make_registered(shown_id, env_id, {**kwargs, **env_kwargs, "repeat_action_probability": 0.0}, render_mode)
+    if sticky > 0:
+        env = gym.wrappers.StickyAction(env, repeat_action_probability=sticky)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # whole games, real score, length in agent steps
     if not evaluation:

@@ -42,31 +42,21 @@ def _nbytes(obj: Any) -> int:
 def vector_env_state(envs: Any) -> tuple[Optional[bytes], str]:
     """Pickle a vector env with its sub-environments' full state, or say why that is not possible.
 
-    Returns (blob, reason): blob is None when the state cannot be captured faithfully. Envs whose
-    base class is `EzPickle` (MuJoCo, ALE) pickle by re-running their constructor, which silently
-    loses their state, so they count as not restorable rather than as restored wrongly.
+    Returns (blob, reason): blob is None when the state cannot be captured faithfully. MuJoCo and
+    ALE envs are saved with their simulator state (`axiomrl_utils.env_state`); other `EzPickle`
+    envs pickle by re-running their constructor, which silently loses their state, so they count
+    as not restorable rather than as restored wrongly.
     """
-    import cloudpickle
-    import gymnasium as gym
+    from axiomrl_utils import env_state
 
-    base = envs.unwrapped
-    sub_envs = getattr(base, "envs", None)
-    if sub_envs is None:
-        return None, f"{type(base).__name__} runs its environments in other processes"
-    for env in sub_envs:
-        if isinstance(env.unwrapped, gym.utils.EzPickle):
-            return None, f"{type(env.unwrapped).__name__} does not pickle its state"
-    try:
-        return cloudpickle.dumps(envs), ""
-    except Exception as e:  # a wrapper holding a file, a renderer, a socket ...
-        return None, f"pickling failed ({type(e).__name__}: {e})"
+    return env_state.dumps(envs)
 
 
 def restore_vector_env(envs: Any, blob: bytes) -> None:
     """Replace the state of `envs` in place with the pickled one, so the script's reference stays valid."""
-    import pickle
+    from axiomrl_utils import env_state
 
-    restored = pickle.loads(blob)
+    restored = env_state.loads(blob)
     if type(restored) is not type(envs):
         raise CheckpointError(
             f"the checkpoint's environments are a {type(restored).__name__}, this script builds a {type(envs).__name__}"
@@ -156,12 +146,18 @@ def prune(checkpoint_dir: Path, keep: int) -> list[Path]:
     return removed
 
 
-def load(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load(path: Path, map_location: Any = "cpu", replay: bool = True) -> dict[str, Any]:
     """Load an AxiomRL checkpoint; raises CheckpointError naming the file when it cannot be used.
 
-    Checkpoints hold pickled Python objects (RNG states, environments), so only load files you trust.
+    A replay buffer kept in the run's replay store comes back as its state dict (`replay=True`),
+    read from the chunk files beside the checkpoint (its manifest moves to the reserved entry's
+    `replay_store`), or stays a small manifest (`replay=False`: evaluation and export, which do
+    not need it). Checkpoints hold pickled Python objects (RNG
+    states, environments), so only load files you trust.
     """
     import torch
+
+    from axiomrl_utils.replay_store import MANIFEST_KEY, resolve
 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
@@ -171,6 +167,10 @@ def load(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(payload, dict) or RESERVED not in payload:
         raise CheckpointError(f"{path} is not an AxiomRL checkpoint")
+    if replay:
+        manifests = resolve(payload, Path(path).parent, Path(path).name)
+        if manifests:
+            payload[RESERVED][MANIFEST_KEY] = manifests
     return payload
 
 

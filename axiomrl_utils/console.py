@@ -9,6 +9,14 @@ from typing import Any, Optional
 MISSING = "-"  # how a value that is not there is shown
 
 
+def fmt_bytes(n: int) -> str:
+    """`512 B`, `40 kB`, `3.2 MB`, `1.5 GB`: a size in a sentence."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{1 if n < 10 * scale else 0}f} {unit}"
+    return f"{n} B"
+
+
 def fmt_duration(seconds: Any) -> str:
     """Seconds as `1h02m03s`, `4m05s` or `12s`; '-' when missing."""
     if seconds is None or isinstance(seconds, bool):

@@ -73,6 +73,28 @@ def remove_stale_temp_files(*directories: Path) -> list[Path]:
     return removed
 
 
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError `exc` is, or was raised from or while handling (torch.save reports a full disk as
+    a RuntimeError raised during the OSError); None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        # `raise ... from None` (a UsageError that already said what went wrong) ends the chain
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def name_failed_file(exc: BaseException, path: str | os.PathLike) -> None:
+    """Record `path` as the file of the OSError behind `exc` when it names none (a buffered write's
+    ENOSPC names no file), so whoever reports the failed write can say which file it was."""
+    error = os_error_in(exc)
+    if error is not None and error.filename is None:
+        error.filename = str(path)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, binary: bool = False, durable: bool = False) -> Iterator[IO[Any]]:
     """Yield a temp file beside `path`; when the block succeeds rename it over `path`, else delete it.
@@ -90,8 +112,9 @@ def atomic_file(path: str | os.PathLike, binary: bool = False, durable: bool = F
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)  # on a full disk, the space the user needs back
+        name_failed_file(e, path)
         raise
 
 
@@ -215,18 +238,49 @@ class JsonlWriter:
 
     The scripts flush once per logged iteration, so a crash loses at most one iteration's lines,
     and the hot loop never waits for the disk.
+
+    A flush that fails (a full disk) cuts the file back to what it held before and keeps the lines
+    pending, raising an OSError that names the file: the file never ends in a torn line that a later
+    flush would bury in the middle (a buffered file object drops the lines it could not write
+    and appends the next ones after that gap).
     """
+
+    FLUSH_AT = 1 << 16  # characters pending before a write flushes by itself
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._pending: list[str] = []
+        self._pending_chars = 0
 
     def write(self, row: dict) -> None:
-        self._file.write(dumps(row) + "\n")
+        line = dumps(row) + "\n"
+        self._pending.append(line)
+        self._pending_chars += len(line)
+        if self._pending_chars >= self.FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._pending or self._fd is None:
+            return
+        data = memoryview("".join(self._pending).encode("utf-8"))
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as e:
+            if written:  # our partial append is the end of the file (`axiomrl eval` appends whole rows in one write)
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+            name_failed_file(e, self.path)
+            raise
+        self._pending.clear()
+        self._pending_chars = 0
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is None:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = None

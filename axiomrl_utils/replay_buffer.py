@@ -218,6 +218,7 @@ class ReplayBuffer:
         self.terminations = np.zeros(shape, dtype=bool)
         self._allocate(shape)
         self.pos, self.full = 0, False
+        self.adds = 0  # add() calls ever made: what a checkpoint's replay store compares against
 
     # ------------------------------------------------------------------ observation storage
     def _allocate(self, shape: tuple) -> None:
@@ -296,6 +297,7 @@ class ReplayBuffer:
         self.terminations[p] = terminations
         self.pos = (p + 1) % self.slots
         self.full = self.full or self.pos == 0
+        self.adds += 1
 
     def sample(self, batch_size: int) -> ReplayBufferSamples:
         """A batch drawn uniformly (with replacement) with the global numpy RNG, as torch tensors on `device`."""
@@ -327,6 +329,11 @@ class ReplayBuffer:
         return np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ checkpointing
+    def ring_array_names(self) -> set[str]:
+        """The state dict's arrays indexed by slot: an `add` writes only its own slot and the one
+        before it there (the replay store rewrites just those rows of a checkpoint)."""
+        return {name for name in self._arrays() if name not in self._whole and name not in self._pools()}
+
     def _layout(self) -> dict[str, Any]:
         return {
             "capacity": self.capacity,
@@ -354,7 +361,7 @@ class ReplayBuffer:
         for name, pool in self._pools().items():
             arrays[f"{name}_free"] = np.array(pool.free, dtype=np.int64)
         state.update({name: torch.from_numpy(a) for name, a in arrays.items()})
-        state.update(pos=self.pos, full=self.full)
+        state.update(pos=self.pos, full=self.full, adds=self.adds)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -366,14 +373,11 @@ class ReplayBuffer:
         if saved_layout != layout:
             diff = ", ".join(f"{k}: saved {saved_layout[k]!r}, now {layout[k]!r}" for k in layout if saved_layout[k] != layout[k])
             raise ValueError(f"the saved replay buffer does not fit this one ({diff})")
-        self.pos, self.full = 0, False
+        self.pos, self.full, self.adds = 0, False, 0
         self._clear()
         if not state["contents_saved"]:
-            print(
-                "note: the checkpoint holds no replay buffer (it was saved with --no-save-buffer); "
-                "training continues from an empty buffer",
-                flush=True,
-            )
+            why = state.get("contents_missing") or "the checkpoint holds no replay buffer (it was saved with --no-save-buffer)"
+            print(f"note: {why}; training continues from an empty buffer", flush=True)
             return
         pools = self._pools()
         for name, array in self._arrays().items():
@@ -384,6 +388,7 @@ class ReplayBuffer:
         for name, pool in pools.items():
             pool.data, pool.free = state[name].numpy().copy(), state[f"{name}_free"].tolist()
         self.pos, self.full = int(state["pos"]), bool(state["full"])
+        self.adds = int(state.get("adds", 0))  # older checkpoints: the next store save writes everything
 
 
 class ObservationStoreReplayBuffer(ReplayBuffer):
@@ -683,6 +688,26 @@ class PrioritizedReplayBuffer:
     @property
     def num_envs(self) -> int:
         return self.storage.num_envs
+
+    @property
+    def slots(self) -> int:
+        return self.storage.slots
+
+    @property
+    def pos(self) -> int:
+        return self.storage.pos
+
+    @property
+    def adds(self) -> int:
+        return self.storage.adds
+
+    @property
+    def save_contents(self) -> bool:
+        return self.storage.save_contents
+
+    def ring_array_names(self) -> set[str]:
+        """The storage's slot-indexed arrays and the episode ends (the sum tree is held whole)."""
+        return self.storage.ring_array_names() | {"episode_ends"}
 
     @property
     def nbytes(self) -> int:

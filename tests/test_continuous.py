@@ -75,8 +75,8 @@ def test_smoke_run_keeps_the_contract(tmp_path: Path, script: str, env_id: str) 
     else:
         assert {"actor", "qf1", "qf1_target", "actor_optimizer", "q_optimizer", "rb"} <= set(payload)
         assert payload["rb"]["observations"].shape[0] == 384  # --save-buffer (default): the whole buffer
-    # envs pickle with their state for classic control, not for MuJoCo (EzPickle re-runs the constructor)
-    assert (payload["_axiomrl"]["envs"] is not None) == (env_id == "Pendulum-v1")
+    # envs pickle with their state, MuJoCo's simulator included (axiomrl_utils/env_state.py)
+    assert payload["_axiomrl"]["envs"] is not None
 
 
 def test_off_policy_logs_every_100_steps(tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ def test_evaluation_and_training_returns_are_true_returns(tmp_path: Path) -> Non
 
 
 def test_normalizer_statistics_resume_from_mujoco_checkpoint(tmp_path: Path) -> None:
-    """MuJoCo envs cannot be pickled with their state: the statistics come back from the checkpoint."""
+    """The statistics come back with the MuJoCo envs, and keep counting from where they were."""
     needs_mujoco()
     mod = module("ppo_continuous_action")
     args = tiny_args("ppo_continuous_action", tmp_path, env_id="HalfCheetah-v5", total_timesteps=512, eval_every=0, pause_at_step=256)
@@ -216,10 +216,10 @@ def test_normalizer_statistics_resume_from_mujoco_checkpoint(tmp_path: Path) -> 
     assert paused["obs"]["count"] == pytest.approx(1e-4 + 256 + 1)  # HalfCheetah episodes last 1000 steps
     mod.main(dataclasses.replace(args, resume=str(run_dir), pause_at_step=None))
     meta = json.loads((run_dir / "metadata.json").read_text())
-    assert meta["status"] == "finished" and meta["resumes"][0]["envs_restored"] is False
+    assert meta["status"] == "finished" and meta["resumes"][0]["envs_restored"] is True
     final = ckpt.load(run_dir / "checkpoints" / "latest.pt")["normalization"]["envs"][0]
-    # the paused statistics plus the reset at resume plus 256 more steps: nothing was lost
-    assert final["obs"]["count"] == pytest.approx(paused["obs"]["count"] + 1 + 256)
+    # the paused statistics plus 256 more steps (the episode continues: no reset): nothing was lost
+    assert final["obs"]["count"] == pytest.approx(paused["obs"]["count"] + 256)
     assert final["reward"]["count"] == pytest.approx(paused["reward"]["count"] + 256)
 
 

@@ -26,13 +26,13 @@ def meta_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "metadata.json").read_text())
 
 
-def assert_same_training(a: Path, b: Path) -> None:
-    """Two runs learned exactly the same: logs equal but for wall-clock fields, parameters equal."""
+def assert_same_training(a: Path, b: Path, keys: tuple[str, ...] = ("agent", "optimizer")) -> None:
+    """Two runs learned exactly the same: logs equal but for wall-clock fields, the checkpoint entries `keys` equal."""
     for name in LOGS:
         rows_a, rows_b = strip_wall_clock(read_jsonl(a / name)), strip_wall_clock(read_jsonl(b / name))
         assert rows_a == rows_b, name
     pa, pb = ckpt.load(a / "checkpoints" / "latest.pt"), ckpt.load(b / "checkpoints" / "latest.pt")
-    for key in ("agent", "optimizer"):
+    for key in keys:
         flat_a, flat_b = _tensors(pa[key]), _tensors(pb[key])
         assert len(flat_a) == len(flat_b) and all(torch.equal(x, y) for x, y in zip(flat_a, flat_b)), key
 

@@ -22,6 +22,7 @@ from typing import Any, Optional
 from axiomrl_utils import UsageError
 from axiomrl_utils.commands.trained_run import available_checkpoints, resolve_run
 from axiomrl_utils.host import nearest_existing_dir, run_process_alive
+from axiomrl_utils.replay_store import DIRECTORY as REPLAY_DIRECTORY
 from axiomrl_utils.rundir import METADATA_FILE, metadata_problem
 
 PACK_CHOICES = ("best", "latest", "all")
@@ -50,7 +51,8 @@ def pack_files(run_dir: Path, checkpoints: str) -> tuple[list[Path], list[str]]:
     """The files of a run that a pack holds (relative paths) and the checkpoint files among them.
 
     Everything in the run directory except symlinks, temp files of writes in progress, and the
-    checkpoint files not chosen: `best` (best.pt), `latest` (latest.pt) or `all` (every .pt).
+    checkpoint files not chosen: `best` (best.pt), `latest` (latest.pt) or `all` (every .pt), with
+    the replay-store chunk files the chosen checkpoint names (so `latest` packs resume exactly).
     checkpoints/checkpoints.jsonl, the index, is always included.
     """
     if checkpoints not in PACK_CHOICES:
@@ -60,6 +62,7 @@ def pack_files(run_dir: Path, checkpoints: str) -> tuple[list[Path], list[str]]:
         held = available_checkpoints(run_dir)
         fix = f"pass --checkpoints {'latest' if 'latest' in held else 'all'}" if held else "pack it with --checkpoints all (it has none)"
         raise UsageError(f"{run_dir} has no checkpoints/{checkpoints}.pt; {fix}")
+    replay_files = None if checkpoints == "all" else _replay_files(checkpoint_dir / f"{checkpoints}.pt")
     files, chosen = [], []
     for root, dirs, names in os.walk(run_dir, followlinks=False):
         dirs.sort()
@@ -72,8 +75,28 @@ def pack_files(run_dir: Path, checkpoints: str) -> tuple[list[Path], list[str]]:
                 if checkpoints != "all" and rel.stem != checkpoints:
                     continue
                 chosen.append(rel.as_posix())
+            if rel.parts[:2] == ("checkpoints", REPLAY_DIRECTORY) and replay_files is not None and rel not in replay_files:
+                continue  # replay chunks only the checkpoints left out name
             files.append(rel)
     return files, chosen
+
+
+def _replay_files(checkpoint: Path) -> set[Path]:
+    """The replay-store chunk files (relative to the run) that `checkpoint` names."""
+    if not (checkpoint.parent / REPLAY_DIRECTORY).is_dir():
+        return set()
+    from axiomrl_utils.checkpoint import CheckpointError, load
+    from axiomrl_utils.replay_store import is_manifest
+
+    try:
+        payload = load(checkpoint, replay=False)
+    except CheckpointError:
+        return set()
+    return {
+        Path("checkpoints", m["directory"], c[0])
+        for m in payload.values() if is_manifest(m)
+        for a in m["arrays"].values() for c in a["chunks"]
+    }
 
 
 def pack(path: str | os.PathLike, checkpoints: str = "best", output: Optional[str | os.PathLike] = None) -> PackResult:

@@ -23,19 +23,24 @@ from axiomrl_utils import UsageError, __version__
 from axiomrl_utils.commands.dataset import Episode, check_spaces, check_target, require_data_extra, write_dataset
 from axiomrl_utils.commands.trained_run import LoadedRun
 from axiomrl_utils.replay_buffer import FrameStackReplayBuffer, ObservationStoreReplayBuffer, ReplayBuffer
+from axiomrl_utils.replay_store import is_manifest, resolve_state
 
 BUFFER_KEYS = {"format", "capacity", "num_envs", "contents_saved", "obs_shape", "action_shape"}
 
 
 def find_buffer_state(run: LoadedRun) -> tuple[str, dict[str, Any]]:
     """(name, state dict) of the replay buffer in the checkpoint, or UsageError naming why there is none usable."""
-    found = [(k, v) for k, v in run.payload.items() if isinstance(v, dict) and BUFFER_KEYS <= set(v)]
+    found = [(k, v) for k, v in run.payload.items() if is_manifest(v) or (isinstance(v, dict) and BUFFER_KEYS <= set(v))]
     if not found:
         raise UsageError(
             f"{run.checkpoint_name} holds no replay buffer ({run.metadata['algo']} is not an off-policy script "
             "that saves one); export the buffer of a dqn, c51, dqn_atari, sac, td3 or ddpg run"
         )
     name, state = found[0]
+    if is_manifest(state):
+        state = resolve_state(state, run.checkpoint.parent, run.checkpoint_name)
+    if state.get("contents_missing"):
+        raise UsageError(f"{state['contents_missing']}; export the buffer from checkpoints/latest.pt (--checkpoint latest)")
     if not state["contents_saved"]:
         raise UsageError(
             f"{run.checkpoint_name} was saved without its replay buffer's contents (--no-save-buffer); "

@@ -236,7 +236,7 @@ def open_run(path: str | os.PathLike, checkpoint: str = "best", script: Optional
     module = import_script(script_path)
     args = load_args(module.Args, run_dir)
     try:
-        payload = load(checkpoint_path)
+        payload = load(checkpoint_path, replay=False)  # a stored replay buffer is read only by export --replay-buffer
     except CheckpointError as e:
         others = [n for n in available_checkpoints(run_dir) if n != checkpoint_path.stem]
         hint = f"pass another with --checkpoint ({', '.join(others)})" if others else "the run has no other checkpoint"

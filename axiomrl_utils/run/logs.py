@@ -3,11 +3,12 @@ TensorBoard under CleanRL's tag names and, with --track, to W&B against `global_
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from axiomrl_utils.jsonl import JsonlWriter
+from axiomrl_utils.jsonl import JsonlWriter, name_failed_file
 from axiomrl_utils.tensorboard_writer import TensorBoardWriter
 
 # Keys of a metrics row that are bookkeeping, not curves.
@@ -23,14 +24,15 @@ class RunLogger:
         self.eval_episodes = JsonlWriter(run_dir / "eval_episodes.jsonl")
         # purge_step hides events a crashed session logged after the checkpoint we resume from,
         # so TensorBoard shows one curve with no overlapping points.
-        self.tb = TensorBoardWriter(run_dir / "tensorboard", purge_step=purge_step)
+        self.tb_dir = run_dir / "tensorboard"
+        self.tb = TensorBoardWriter(self.tb_dir, purge_step=purge_step)
         self.wandb = wandb_run
 
     def episode(self, global_step: int, episode_return: float, length: int, env_index: int) -> None:
         self.train_episodes.write(
             {"global_step": global_step, "return": episode_return, "length": length, "env_index": env_index, "time": time.time()}
         )
-        self.tb.add_scalars({"charts/episodic_return": episode_return, "charts/episodic_length": length}, global_step)
+        self._tb(self.tb.add_scalars, {"charts/episodic_return": episode_return, "charts/episodic_length": length}, global_step)
         if self.wandb is not None:
             self.wandb.log({"global_step": global_step, "charts/episodic_return": episode_return, "charts/episodic_length": length})
 
@@ -38,9 +40,17 @@ class RunLogger:
         self.metrics.write(row)
         step = row["global_step"]
         scalars = {k: v for k, v in row.items() if k not in NOT_SCALARS and v is not None}
-        self.tb.add_scalars(scalars, step)
+        self._tb(self.tb.add_scalars, scalars, step)
         if self.wandb is not None:
             self.wandb.log({"global_step": step, **scalars})
+
+    def _tb(self, call: Callable[..., None], *args: Any) -> None:
+        """A call of the TensorBoard writer; its OSError (a full disk) names the tensorboard directory."""
+        try:
+            call(*args)
+        except OSError as e:
+            name_failed_file(e, self.tb_dir)
+            raise
 
     def eval_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -51,12 +61,22 @@ class RunLogger:
         """Push buffered jsonl lines and TensorBoard events to the OS (cheap: no fsync)."""
         self.metrics.flush()
         self.train_episodes.flush()
-        self.tb.flush()
+        self._tb(self.tb.flush)
 
     def close(self) -> None:
-        for writer in (self.metrics, self.train_episodes, self.eval_episodes):
-            writer.close()
-        self.tb.close()
+        """Close every writer, also when one fails (a full disk); then raise the first failure."""
+        failure: BaseException | None = None
+        closes = (self.metrics.close, self.train_episodes.close, self.eval_episodes.close,
+                  functools.partial(self._tb, self.tb.close), self._finish_wandb)
+        for close in closes:
+            try:
+                close()
+            except Exception as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure
+
+    def _finish_wandb(self) -> None:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,7 @@ from axiomrl_utils.provenance import git_state
 from axiomrl_utils.run.lock import RunLock
 from axiomrl_utils.run.resume import prepare_resume, reopen_run_dir
 from axiomrl_utils.run.training_run import Run
+from axiomrl_utils.run.write_errors import failed_write, write_fix
 from axiomrl_utils.rundir import DRY_RUN_OK, METADATA_FILE, create_run_dir, find_run_to_resume
 
 
@@ -68,8 +70,12 @@ def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Ru
             # config.yaml and metadata.json change in run.restore(), once the checkpoint has loaded
             return Run(args, algo, run_dir, meta, log_every=log_every, resume_payload=resume.payload,
                        config_changes=resume.config_changes, lock=lock)
-        except BaseException:
+        except BaseException as e:
             lock.release()
+            failed = failed_write(e, run_dir)
+            if failed:  # the logs a resume cuts back are replaced atomically: a later resume does the same
+                raise UsageError(f"cannot write {failed[0]} ({failed[1]}) to reopen the run; {write_fix(e)}, "
+                                 f"then resume again with --resume {run_dir}") from None
             raise
 
     output_dir = Path(args.output_dir).expanduser()
@@ -81,9 +87,14 @@ def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Ru
     if problem:
         raise UsageError(f"cannot write to --output-dir {args.output_dir} ({problem}); pass a writable directory")
     warn_suspicious(args)
-    run_dir = create_run_dir(output_dir, algo, args.env_id, args.seed)
-    lock = RunLock.acquire(run_dir)  # held from the start, so a --resume of this run waits its turn
     try:
+        run_dir = create_run_dir(output_dir, algo, args.env_id, args.seed)
+    except OSError as e:
+        raise UsageError(f"cannot create a run directory in --output-dir {args.output_dir} ({e.strerror or e}); "
+                         f"{write_fix(e)} or pass another --output-dir") from None
+    lock, run = None, None
+    try:
+        lock = RunLock.acquire(run_dir)  # held from the start, so a --resume of this run waits its turn
         git, diff = git_state(script_path.parent)
         write_config(run_dir, args)
         if diff is not None:
@@ -91,8 +102,25 @@ def start_run(args: RunArgs, script: str, log_every: Optional[int] = None) -> Ru
         meta = new_metadata(args, algo, script_path, run_dir, git)
         write_json_atomic(run_dir / METADATA_FILE, meta)
         run = Run(args, algo, run_dir, meta, log_every=log_every, lock=lock)
-    except BaseException:
-        lock.release()
+        run._write_metadata()
+    except BaseException as e:
+        # a run directory that could not be set up completely (a full disk) is no run: none is left behind
+        if run is not None:
+            _close_quietly(run)
+        if lock is not None:
+            lock.release()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        failed = failed_write(e, run_dir)
+        if failed:
+            raise UsageError(f"cannot write {failed[0]} ({failed[1]}), so no run was created; "
+                             f"{write_fix(e)} or pass another --output-dir") from None
         raise
-    run._write_metadata()
     return run
+
+
+def _close_quietly(run: Run) -> None:
+    """Close the writers and put the signal handlers back of a run whose directory is about to go."""
+    try:
+        run.close(status="failed")
+    except Exception:
+        pass  # its files are removed next

@@ -3,6 +3,7 @@ log, the cadence, the best checkpoint, the checkpoint store, metadata.json and t
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import warnings
@@ -12,6 +13,8 @@ from typing import Any, Callable, Literal, Optional
 from axiomrl_utils import UsageError
 from axiomrl_utils import checkpoint as ckpt
 from axiomrl_utils.args import MUTABLE_ON_RESUME, RunArgs, args_to_dict, write_config
+from axiomrl_utils.console import fmt_bytes
+from axiomrl_utils.jsonl import remove_stale_temp_files
 from axiomrl_utils.run.best import BestTracker
 from axiomrl_utils.run.cadence import NEVER, Cadence
 from axiomrl_utils.run.checkpoints import CheckpointStore
@@ -20,8 +23,10 @@ from axiomrl_utils.run.metadata import MetadataFile
 from axiomrl_utils.run.metrics import MetricsLog
 from axiomrl_utils.run.resume import logged_metrics_of
 from axiomrl_utils.run.signals import EXIT_CODES, StopSignals, take_stop_request
+from axiomrl_utils.replay_store import DIRECTORY as REPLAY_DIRECTORY
+from axiomrl_utils.replay_store import ReplayStore
 from axiomrl_utils.run.state import DeclaredState
-
+from axiomrl_utils.run.write_errors import failed_write, write_fix
 
 class Run:
     """One training run (possibly resumed). Create it with `start_run`, use it as a context manager."""
@@ -61,9 +66,13 @@ class Run:
         self._last_saved_step: Optional[int] = None
         self._eval_envs: Any = None
         self._closed = False
+        # the checkpoint file a save is writing (step, path, estimated size), for the sentence if it fails
+        self._saving: Optional[tuple[int, Path, int]] = None
+        self._checkpoint_bytes = _file_size(run_dir / "checkpoints" / "latest.pt") if resume_payload else None
 
         self.metadata = MetadataFile(run_dir, metadata)
-        self.state = DeclaredState()
+        replay_store = ReplayStore(run_dir / "checkpoints" / REPLAY_DIRECTORY)
+        self.state = DeclaredState(replay_store)
         self.best = BestTracker(args.best_metric, args.best_mode, saved.get("best"))
         # log_every None: a row at each step the script logged metrics at; N: at multiples of N and the last step
         self.log_every = log_every
@@ -86,7 +95,7 @@ class Run:
         # purge_step hides what a crashed session logged past the checkpoint a resume starts from
         logger = RunLogger(run_dir, purge_step=self.global_step + 1 if resume_payload else None, wandb_run=wandb_run)
         self.metrics = MetricsLog(logger, saved)
-        self.checkpoints = CheckpointStore(run_dir / "checkpoints", args.keep_checkpoints)
+        self.checkpoints = CheckpointStore(run_dir / "checkpoints", args.keep_checkpoints, replay_store)
         self.progress = ConsoleProgress(
             f"{algo} {metadata['env_id']} seed{metadata['seed']}", args.total_timesteps, self.global_step, args.progress
         )
@@ -99,17 +108,73 @@ class Run:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is None:
-            self.finish()
+            try:
+                self.finish()
+            except Exception as e:
+                self._stop_if_write_failed(e)
+                raise
             return False
         if issubclass(exc_type, KeyboardInterrupt):  # a second Ctrl-C: one line, not a traceback
             self.close(status="interrupted", stop_reason="SIGINT")
             where = f"step {self._last_saved_step:,}" if self._last_saved_step is not None else "its last checkpoint"
             self.progress.message(f"interrupted: the run continues from {where} with --resume {self.dir}")
             raise SystemExit(EXIT_CODES[signal.SIGINT]) from None
-        else:
-            message = str(exc) or exc_type.__name__
-            self.close(status="failed", error=f"{exc_type.__name__}: {message}"[:2000])
+        self._stop_if_write_failed(exc)
+        message = str(exc) or exc_type.__name__
+        self.close(status="failed", error=f"{exc_type.__name__}: {message}"[:2000])
         return False
+
+    # ------------------------------------------------------------------ a write that failed
+    def _stop_if_write_failed(self, exc: BaseException) -> None:
+        """The one place a failed write of the run (a full disk) ends it: temp files of the write
+        removed, status `failed` in metadata.json (when that can still be written; else the previous
+        file stays), one sentence naming the file and the space a checkpoint needs, exit 1 through
+        UsageError, no traceback. The directory resumes from its last good checkpoint. Returns when
+        `exc` is something else."""
+        saving, self._saving = self._saving, None
+        failed = failed_write(exc, self.dir, saving[1] if saving else None)
+        if failed is None:
+            return
+        path, reason = failed
+        size = (saving[2] if saving else None) or self._checkpoint_bytes or self._state_nbytes()
+        need = f"; a checkpoint of this run needs about {fmt_bytes(size)}" if size else ""
+        step = self._last_good_step(saving)
+        then = (f"continue it from step {step:,} with --resume {self.dir}" if step is not None
+                else "start it again (it has no checkpoint to continue from)")
+        sentence = f"cannot write {path} ({reason}{need}), so the run stopped as failed; {write_fix(exc)}, then {then}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the sentence is the report, not a warning per writer that fails too
+            try:
+                if self._closed:  # the last write of finish() failed: try once more to record the status
+                    self.metadata.data.update(status="failed", error=sentence, stop_reason=None)
+                    self._write_metadata(durable=True)
+                else:
+                    # under the run's lock still: what the failed write left is the space the user needs back
+                    remove_stale_temp_files(self.dir, self.dir / "checkpoints")
+                    self.close(status="failed", error=sentence)
+            except Exception:
+                pass  # metadata.json cannot be written either: the previous one stays, whole
+        raise UsageError(sentence) from None
+
+    def _state_nbytes(self) -> Optional[int]:
+        """The declared state's size in memory: what a first checkpoint needs, roughly."""
+        try:
+            return ckpt._nbytes({name: obj.state_dict() if hasattr(obj, "state_dict") else obj
+                                 for name, obj in self.state.objects.items()}) or None
+        except Exception:
+            return None
+
+    def _last_good_step(self, saving: Optional[tuple[int, Path, int]]) -> Optional[int]:
+        """The step a resume continues from: latest.pt's (the save that failed may have linked it already)."""
+        if saving is not None:
+            try:
+                if os.path.samefile(self.dir / "checkpoints" / "latest.pt", saving[1]):
+                    return saving[0]
+            except OSError:
+                pass
+        if self._last_saved_step is not None:
+            return self._last_saved_step
+        return self._session_start_step if self._resume_payload is not None else None
 
     # ------------------------------------------------------------------ state
     def declare_state(self, envs: Any = None, **objects: Any) -> None:
@@ -280,7 +345,8 @@ class Run:
 
         Writes step_<N>.pt, latest.pt, best.pt when best by --best-metric, then prunes old step
         files. Every file is replaced atomically, so a kill at any instant leaves the previous
-        checkpoint.
+        checkpoint; a write that fails (a full disk) ends the run as it leaves the `with` block, in
+        one sentence, resumable from that previous checkpoint (`_stop_if_write_failed`).
         """
         if not self.state.declared:
             raise RuntimeError("declare what the run checkpoints with run.declare_state(...) before run.save()")
@@ -301,11 +367,18 @@ class Run:
             "config": args_to_dict(self.args),
             "run": {"wall_time_s": self._wall_time(), "best": self.best.best, **self.metrics.state()},
         }
+        step_path = self.checkpoints.step_file(global_step)
+        self._saving = (global_step, step_path, self._checkpoint_bytes or 0)  # building the payload stores replay buffers
         payload, resume_state = self.state.build_payload(values, meta)
+        size = max(ckpt._nbytes(payload), sum(resume_state["modules"].values()), self._checkpoint_bytes or 0)
+        self._saving = (global_step, step_path, size)
         with self.signals.deferred():  # a second Ctrl-C now waits for the checkpoint to be complete
-            step_file = self.checkpoints.write(global_step, payload, resume_state, is_best, self.metrics.latest_row)
+            # the logs reach the file before the checkpoint that a resume cuts them back to
             self.metrics.logger.flush()
+            step_file = self.checkpoints.write(global_step, payload, resume_state, is_best, self.metrics.latest_row)
+            self._saving = None
             self._last_saved_step = global_step
+            self._checkpoint_bytes = _file_size(step_file)
             self.metadata.data["latest_checkpoint_path"] = "checkpoints/latest.pt"
             self._write_metadata(durable=True)
         return step_file
@@ -375,17 +448,30 @@ class Run:
             self._close_step()
         except Exception as e:  # e.g. a logged tensor on a failed device: keep closing, keep the original error
             warnings.warn(f"the last metrics row could not be written ({type(e).__name__}: {e})", stacklevel=2)
+        failure: Optional[Exception] = None
+        for close in (self.metrics.logger.close, self.checkpoints.close, self._close_eval_envs):
+            try:  # each one, also after another failed (a full disk): no writer is left open
+                close()
+            except Exception as e:
+                failure = failure or e
         try:
-            self.metrics.logger.close()
-            self.checkpoints.close()
-            if self._eval_envs is not None:
-                self._eval_envs.close()
+            self._write_metadata(durable=True)
         finally:
-            try:
-                self._write_metadata(durable=True)
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
-                # last: a stop signal that arrives while the final status is written (a sweep sends
-                # SIGTERM from two places) must not kill the process with metadata.json half replaced
-                self.signals.restore()
+            if self._lock is not None:
+                self._lock.release()
+            # last: a stop signal that arrives while the final status is written (a sweep sends
+            # SIGTERM from two places) must not kill the process with metadata.json half replaced
+            self.signals.restore()
+        if failure is not None:
+            raise failure
+
+    def _close_eval_envs(self) -> None:
+        if self._eval_envs is not None:
+            self._eval_envs.close()
+
+
+def _file_size(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
