@@ -170,8 +170,9 @@ def main(args: Args) -> None:
 
             # the true next observation: an episode that ended was reset in this step, its last observation is in final_obs
             real_next_obs = next_obs.copy()
-            for idx in np.flatnonzero(infos.get("_final_obs", ())):
-                real_next_obs[idx] = infos["final_obs"][idx]
+            if "_final_obs" in infos:  # (most steps end no episode)
+                for idx in np.flatnonzero(infos["_final_obs"]):
+                    real_next_obs[idx] = infos["final_obs"][idx]
             rb.add(obs, real_next_obs, actions, rewards, terminations, truncations)
 
             # TRY NOT TO MODIFY: CRUCIAL step easy to overlook

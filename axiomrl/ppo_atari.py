@@ -8,7 +8,10 @@
 # - a truncated episode (time limit) bootstraps from the value of its true final observation
 #   instead of being treated like a termination;
 # - actions are sampled from the softmax directly rather than through a Categorical per step
-#   (same distribution, a fraction of the Python overhead).
+#   (same distribution, a fraction of the Python overhead);
+# - for speed, with the same update up to float32 rounding: the network's weights are channels-last
+#   (the CPU's oneDNN convolutions run faster in that layout) and Adam is fused (benchmark/README.md);
+#   --compile/--cudagraphs (off by default) compile and capture the minibatch update.
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
@@ -18,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 
+from axiomrl_utils.acceleration import AccelerationArgs, accelerate, check_acceleration, optimizer_options, set_learning_rate
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
 from axiomrl_utils.atari import make_atari_env, require_atari_env
@@ -26,7 +30,7 @@ from axiomrl_utils.run import start_run
 
 
 @dataclass
-class Args(RunArgs):
+class Args(AccelerationArgs, RunArgs):
     env_id: Annotated[str, NonEmpty()] = "BreakoutNoFrameskip-v4"
     """the id of the environment (an Atari game: ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...)"""
     total_timesteps: Annotated[int, Positive(), CoversProduct("num_envs", "num_steps", what="one rollout")] = 10000000
@@ -137,6 +141,7 @@ def load_recording_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorE
 
 def main(args: Args) -> None:
     check_args(args)
+    check_acceleration(args)
     batch_size = args.num_envs * args.num_steps
     require_atari_env(args, "ppo_atari.py")
     minibatch_size = batch_size // args.num_minibatches
@@ -153,8 +158,10 @@ def main(args: Args) -> None:
             [make_env(args, i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )
 
-        agent = Agent(envs).to(device)
-        optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+        # channels-last: the convolutions (forward and backward) take the faster oneDNN path on the CPU
+        agent = Agent(envs).to(device, memory_format=torch.channels_last)
+        # fused: one kernel for the whole Adam step instead of ~10 small ops per parameter tensor (same update)
+        optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, **optimizer_options(args, device))
 
         # storage (numpy: the env speaks numpy, and torch.as_tensor shares the memory on the CPU)
         obs = np.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=np.uint8)
@@ -163,6 +170,50 @@ def main(args: Args) -> None:
         rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
         dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
         values = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+        def update(mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values):
+            """One PPO minibatch step: clipped surrogate, clipped value loss, entropy bonus, Adam."""
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
+            logratio = newlogprob - mb_logprobs
+            ratio = logratio.exp()
+
+            with torch.no_grad():
+                # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                old_approx_kl = (-logratio).mean()
+                approx_kl = ((ratio - 1) - logratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+            if args.norm_adv:
+                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+            # Policy loss
+            pg_loss1 = -mb_advantages * ratio
+            pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+            # Value loss
+            newvalue = newvalue.view(-1)
+            if args.clip_vloss:
+                v_loss_unclipped = (newvalue - mb_returns) ** 2
+                v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                v_loss_clipped = (v_clipped - mb_returns) ** 2
+                v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                v_loss = 0.5 * v_loss_max.mean()
+            else:
+                v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+            entropy_loss = entropy.mean()
+            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            return {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                    "old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+        # --compile / --cudagraphs (off by default): see axiomrl_utils/acceleration.py
+        update = accelerate(update, args, device)
 
         # start the game, or continue it from the checkpoint (--resume)
         run.declare_state(agent=agent, optimizer=optimizer, envs=envs)  # what every checkpoint holds
@@ -181,7 +232,7 @@ def main(args: Args) -> None:
             # Annealing the rate if instructed to do so.
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / num_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+                set_learning_rate(optimizer, frac * args.learning_rate, args)  # a float, or a tensor under --compile
 
             with torch.inference_mode():
                 for step in range(args.num_steps):
@@ -208,18 +259,15 @@ def main(args: Args) -> None:
 
                 # bootstrap value if not done
                 next_value = agent.get_value(torch.as_tensor(next_obs, device=device)).reshape(1, -1).cpu().numpy()
-                advantages = np.zeros_like(rewards)
-                lastgaelam = 0
-                for t in reversed(range(args.num_steps)):
-                    if t == args.num_steps - 1:
-                        nextnonterminal = 1.0 - next_done
-                        nextvalues = next_value
-                    else:
-                        nextnonterminal = 1.0 - dones[t + 1]
-                        nextvalues = values[t + 1]
-                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                    advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-                returns = advantages + values
+            # GAE: every step's TD error at once, then only the recursion runs step by step
+            nextnonterminal = 1.0 - np.concatenate([dones[1:], next_done[None]])
+            nextvalues = np.concatenate([values[1:], next_value])
+            deltas = rewards + args.gamma * nextvalues * nextnonterminal - values
+            advantages = np.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                advantages[t] = lastgaelam = deltas[t] + args.gamma * args.gae_lambda * nextnonterminal[t] * lastgaelam
+            returns = advantages + values
 
             # flatten the batch
             b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape), device=device)
@@ -237,49 +285,12 @@ def main(args: Args) -> None:
                 for start in range(0, batch_size, minibatch_size):
                     mb_inds = torch.as_tensor(b_inds[start : start + minibatch_size], device=device)
 
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
+                    losses = update(
+                        b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], b_values[mb_inds]
+                    )
+                    clipfracs.append(losses["clipfrac"])
 
-                    with torch.no_grad():
-                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                        old_approx_kl = (-logratio).mean()
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                    mb_advantages = b_advantages[mb_inds]
-                    if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                    # Policy loss
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                    # Value loss
-                    newvalue = newvalue.view(-1)
-                    if args.clip_vloss:
-                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds],
-                            -args.clip_coef,
-                            args.clip_coef,
-                        )
-                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
-                        v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
-                        v_loss = 0.5 * v_loss_max.mean()
-                    else:
-                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
-
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
-                    optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-
-                if args.target_kl is not None and approx_kl > args.target_kl:
+                if args.target_kl is not None and losses["approx_kl"] > args.target_kl:
                     break
 
             y_pred, y_true = values.reshape(-1), returns.reshape(-1)
@@ -290,12 +301,12 @@ def main(args: Args) -> None:
                 global_step,
                 {
                     "iteration": iteration,
-                    "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                    "losses/value_loss": v_loss.item(),
-                    "losses/policy_loss": pg_loss.item(),
-                    "losses/entropy": entropy_loss.item(),
-                    "losses/old_approx_kl": old_approx_kl.item(),
-                    "losses/approx_kl": approx_kl.item(),
+                    "charts/learning_rate": float(optimizer.param_groups[0]["lr"]),
+                    "losses/value_loss": losses["v_loss"].item(),
+                    "losses/policy_loss": losses["pg_loss"].item(),
+                    "losses/entropy": losses["entropy"].item(),
+                    "losses/old_approx_kl": losses["old_approx_kl"].item(),
+                    "losses/approx_kl": losses["approx_kl"].item(),
                     "losses/clipfrac": torch.stack(clipfracs).mean().item(),
                     "losses/explained_variance": float(explained_var),
                 },

@@ -8,7 +8,13 @@
 # - the default env is HalfCheetah-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
 # - the normalisation statistics are saved in every checkpoint (`EnvNormalization`), and evaluation
 #   plays raw envs with the policy normalising observations with the frozen statistics, so
-#   evaluation returns are true returns and best.pt acts exactly as it was evaluated.
+#   evaluation returns are true returns and best.pt acts exactly as it was evaluated;
+# - the rollout acts through numpy views of the networks' weights and draws its Gaussian noise from
+#   numpy's global RNG (the same distribution and log-probabilities): on one observation at a time
+#   PyTorch's per-call overhead, not arithmetic, is the cost (benchmark/README.md). The update is
+#   CleanRL's, with fused Adam (float32 rounding) and Normal's formulas written out (bitwise);
+#   --compile/--cudagraphs (off by default) compile and capture the minibatch update.
+import math
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
@@ -17,21 +23,23 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.optim as optim
-from torch.distributions.normal import Normal
 
+from axiomrl_utils.acceleration import AccelerationArgs, accelerate, check_acceleration, optimizer_options, set_learning_rate
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, CoversProduct, Divides, NonEmpty, Positive, Range, check_args
 from axiomrl_utils.envs import create_env, require_env
 from axiomrl_utils.normalization import EnvNormalization, normalized_policy
+from axiomrl_utils.numpy_forward import numpy_forward
 from axiomrl_utils.reproducibility import seed_everything, select_device
 from axiomrl_utils.run import start_run
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # torch.distributions.Normal's constant, computed the same way
 
 
 @dataclass
-class Args(RunArgs):
+class Args(AccelerationArgs, RunArgs):
     env_id: Annotated[str, NonEmpty()] = "HalfCheetah-v5"
     """the id of the environment (MuJoCo ids need `pip install 'axiomrl[mujoco]'`)"""
     total_timesteps: Annotated[int, Positive(), CoversProduct("num_envs", "num_steps", what="one rollout")] = 1000000
@@ -66,6 +74,8 @@ class Args(RunArgs):
     """the maximum norm for the gradient clipping"""
     target_kl: Annotated[Optional[float], Positive()] = None
     """the target KL divergence threshold (stop the epoch loop early when exceeded)"""
+    torch_threads: Annotated[int, AtLeast(0)] = 1
+    """CPU threads torch may use (0: torch's default, one per core); 1 is fastest for networks this small"""
 
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
@@ -120,18 +130,37 @@ class Agent(nn.Module):
         return self.critic(x)
 
     def get_action_and_value(self, x: torch.Tensor, action: Optional[torch.Tensor] = None):
+        """(action, its log-probability, entropy, value); the rollout acts in numpy (`sample_action`).
+
+        Normal(action_mean, action_std)'s sample, log_prob and entropy, written out: the same
+        operations without building a Distribution (and checking its arguments) per minibatch.
+        """
         action_mean = self.actor_mean(x)
         action_logstd = self.actor_logstd.expand_as(action_mean)
         action_std = torch.exp(action_logstd)
-        probs = Normal(action_mean, action_std)
         if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+            with torch.no_grad():
+                action = torch.normal(action_mean, action_std)
+        log_std = action_std.log()
+        log_prob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - LOG_SQRT_2PI
+        entropy = 0.5 + LOG_SQRT_2PI + log_std
+        return action, log_prob.sum(1), entropy.sum(1), self.critic(x)
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic policy for evaluation and export: the mean action, clipped to the bounds
         (as ClipAction does to the sampled actions in training). `x` is a normalised observation."""
         return torch.max(torch.min(self.actor_mean(x), self.action_high), self.action_low)
+
+
+def sample_action(action_mean: np.ndarray, logstd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One draw from Normal(mean, exp(logstd)) per row, and its log-probability (summed over the action).
+
+    The noise comes from numpy's global RNG, which checkpoints carry.
+    """
+    noise = np.random.standard_normal(action_mean.shape).astype(action_mean.dtype)
+    action = action_mean + np.exp(logstd) * noise
+    # (action - mean) / std is the noise itself
+    return action, (-0.5 * noise**2 - logstd - LOG_SQRT_2PI).sum(1)
 
 
 def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -144,6 +173,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
+    check_acceleration(args)
     batch_size = args.num_envs * args.num_steps
     require_env(args, "ppo_continuous_action.py", action_space="continuous")
     minibatch_size = batch_size // args.num_minibatches
@@ -153,6 +183,8 @@ def main(args: Args) -> None:
         # seeding
         seed_everything(args.seed, args.torch_deterministic)
         device = select_device(args.cuda)
+        if args.torch_threads:  # a thread hand-off costs more than it saves on 64-unit layers
+            torch.set_num_threads(args.torch_threads)
 
         # env setup
         envs = gym.vector.SyncVectorEnv(
@@ -161,7 +193,10 @@ def main(args: Args) -> None:
         normalization = EnvNormalization(envs, obs_clip=OBS_CLIP)  # the wrappers' statistics, for checkpoints
 
         agent = Agent(envs).to(device)
-        optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+        # the rollout's forward passes, in numpy on the same (live) weights: torch's per-call cost dominates 1 observation
+        actor_mean, critic_value = numpy_forward(agent.actor_mean), numpy_forward(agent.critic)
+        # fused: one kernel for the whole Adam step instead of ~10 small ops per parameter tensor (same update)
+        optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, **optimizer_options(args, device))
 
         # storage (numpy: the env speaks numpy, and torch.as_tensor shares the memory on the CPU)
         obs = np.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=np.float32)
@@ -170,6 +205,50 @@ def main(args: Args) -> None:
         rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
         dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
         values = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+        def update(mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values):
+            """One PPO minibatch step: clipped surrogate, clipped value loss, entropy bonus, Adam."""
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
+            logratio = newlogprob - mb_logprobs
+            ratio = logratio.exp()
+
+            with torch.no_grad():
+                # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                old_approx_kl = (-logratio).mean()
+                approx_kl = ((ratio - 1) - logratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+            if args.norm_adv:
+                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+            # Policy loss
+            pg_loss1 = -mb_advantages * ratio
+            pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+            # Value loss
+            newvalue = newvalue.view(-1)
+            if args.clip_vloss:
+                v_loss_unclipped = (newvalue - mb_returns) ** 2
+                v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                v_loss_clipped = (v_clipped - mb_returns) ** 2
+                v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                v_loss = 0.5 * v_loss_max.mean()
+            else:
+                v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+            entropy_loss = entropy.mean()
+            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            return {"pg_loss": pg_loss.detach(), "v_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                    "old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+        # --compile / --cudagraphs (off by default): see axiomrl_utils/acceleration.py
+        update = accelerate(update, args, device)
 
         # start the game, or continue it from the checkpoint (--resume)
         run.declare_state(agent=agent, optimizer=optimizer, normalization=normalization, envs=envs)
@@ -188,46 +267,40 @@ def main(args: Args) -> None:
             # Annealing the rate if instructed to do so.
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / num_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+                set_learning_rate(optimizer, frac * args.learning_rate, args)  # a float, or a tensor under --compile
 
-            with torch.inference_mode():
-                for step in range(args.num_steps):
-                    global_step += args.num_envs
-                    obs[step] = next_obs
-                    dones[step] = next_done
+            logstd = agent.actor_logstd.detach().cpu().numpy()  # fixed during the rollout
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+                dones[step] = next_done
 
-                    action, logprob, _, value = agent.get_action_and_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
-                    action = action.cpu().numpy()
-                    actions[step] = action
-                    logprobs[step] = logprob.cpu().numpy()
-                    values[step] = value.flatten().cpu().numpy()
+                action, logprobs[step] = sample_action(actor_mean(next_obs), logstd)
+                actions[step] = action
+                values[step] = critic_value(next_obs)[:, 0]
 
-                    next_obs, reward, terminations, truncations, infos = envs.step(action)
-                    next_done = np.logical_or(terminations, truncations).astype(np.float32)
-                    # A time limit is not a terminal state: bootstrap from the true final observation
-                    # (already normalised by the env's wrappers, like every observation the agent sees).
-                    reward = np.asarray(reward, dtype=np.float32)
-                    truncated = truncations & ~terminations
-                    if truncated.any():
-                        final_obs = torch.as_tensor(np.stack(infos["final_obs"][truncated]), dtype=torch.float32, device=device)
-                        reward[truncated] += args.gamma * agent.get_value(final_obs).flatten().cpu().numpy()
-                    rewards[step] = reward
-                    run.log_episodes(global_step, infos.get("final_info", {}))  # per-env statistics of the ended episodes
+                next_obs, reward, terminations, truncations, infos = envs.step(action)
+                next_done = np.logical_or(terminations, truncations).astype(np.float32)
+                # A time limit is not a terminal state: bootstrap from the true final observation
+                # (already normalised by the env's wrappers, like every observation the agent sees).
+                reward = np.asarray(reward, dtype=np.float32)
+                truncated = truncations & ~terminations
+                if truncated.any():
+                    reward[truncated] += args.gamma * critic_value(np.stack(infos["final_obs"][truncated]))[:, 0]
+                rewards[step] = reward
+                run.log_episodes(global_step, infos.get("final_info", {}))  # per-env statistics of the ended episodes
 
-                # bootstrap value if not done
-                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).reshape(1, -1).cpu().numpy()
-                advantages = np.zeros_like(rewards)
-                lastgaelam = 0
-                for t in reversed(range(args.num_steps)):
-                    if t == args.num_steps - 1:
-                        nextnonterminal = 1.0 - next_done
-                        nextvalues = next_value
-                    else:
-                        nextnonterminal = 1.0 - dones[t + 1]
-                        nextvalues = values[t + 1]
-                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                    advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-                returns = advantages + values
+            # bootstrap value if not done
+            next_value = critic_value(next_obs).reshape(1, -1)
+            # GAE: every step's TD error at once, then only the recursion runs step by step
+            nextnonterminal = 1.0 - np.concatenate([dones[1:], next_done[None]])
+            nextvalues = np.concatenate([values[1:], next_value])
+            deltas = rewards + args.gamma * nextvalues * nextnonterminal - values
+            advantages = np.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                advantages[t] = lastgaelam = deltas[t] + args.gamma * args.gae_lambda * nextnonterminal[t] * lastgaelam
+            returns = advantages + values
 
             # flatten the batch
             b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape), device=device)
@@ -245,49 +318,12 @@ def main(args: Args) -> None:
                 for start in range(0, batch_size, minibatch_size):
                     mb_inds = torch.as_tensor(b_inds[start : start + minibatch_size], device=device)
 
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
+                    losses = update(
+                        b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], b_values[mb_inds]
+                    )
+                    clipfracs.append(losses["clipfrac"])
 
-                    with torch.no_grad():
-                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                        old_approx_kl = (-logratio).mean()
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                    mb_advantages = b_advantages[mb_inds]
-                    if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                    # Policy loss
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                    # Value loss
-                    newvalue = newvalue.view(-1)
-                    if args.clip_vloss:
-                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds],
-                            -args.clip_coef,
-                            args.clip_coef,
-                        )
-                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
-                        v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
-                        v_loss = 0.5 * v_loss_max.mean()
-                    else:
-                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
-
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
-                    optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-
-                if args.target_kl is not None and approx_kl > args.target_kl:
+                if args.target_kl is not None and losses["approx_kl"] > args.target_kl:
                     break
 
             y_pred, y_true = values.reshape(-1), returns.reshape(-1)
@@ -298,12 +334,12 @@ def main(args: Args) -> None:
                 global_step,
                 {
                     "iteration": iteration,
-                    "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                    "losses/value_loss": v_loss.item(),
-                    "losses/policy_loss": pg_loss.item(),
-                    "losses/entropy": entropy_loss.item(),
-                    "losses/old_approx_kl": old_approx_kl.item(),
-                    "losses/approx_kl": approx_kl.item(),
+                    "charts/learning_rate": float(optimizer.param_groups[0]["lr"]),
+                    "losses/value_loss": losses["v_loss"].item(),
+                    "losses/policy_loss": losses["pg_loss"].item(),
+                    "losses/entropy": losses["entropy"].item(),
+                    "losses/old_approx_kl": losses["old_approx_kl"].item(),
+                    "losses/approx_kl": losses["approx_kl"].item(),
                     "losses/clipfrac": torch.stack(clipfracs).mean().item(),
                     "losses/explained_variance": float(explained_var),
                 },

@@ -8,6 +8,9 @@
 #   so a resumed run draws exactly what an uninterrupted one would;
 # - the default env is Hopper-v5 (gymnasium 1.x's MuJoCo; CleanRL used -v4, still accepted);
 # - with several envs, one update per vector step, and policy/target updates counted in updates.
+# - speed, same updates to float rounding: fused Adam, the target networks moved by one lerp, the actor
+#   loss's backward skips the critics' weight gradients (CleanRL computes and then discards them), alpha
+#   stays a tensor; --compile/--cudagraphs (off by default) compile and capture the update functions.
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
@@ -18,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 
+from axiomrl_utils.acceleration import AccelerationArgs, accelerate, check_acceleration, optimizer_options
 from axiomrl_utils.args import RunArgs, parse_args
 from axiomrl_utils.checks import AtLeast, NonEmpty, Positive, Range, WarnFrom, check_args
 from axiomrl_utils.envs import create_env, require_env
@@ -29,7 +33,7 @@ LOG_EVERY = 100  # environment steps between metrics.jsonl rows, as CleanRL
 
 
 @dataclass
-class Args(RunArgs):
+class Args(AccelerationArgs, RunArgs):
     env_id: Annotated[str, NonEmpty()] = "Hopper-v5"
     """the id of the environment (MuJoCo ids need `pip install 'axiomrl[mujoco]'`)"""
     total_timesteps: Annotated[int, Positive()] = 1000000
@@ -122,7 +126,8 @@ class Actor(nn.Module):
     def get_action(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, log_std = self(x)
         std = log_std.exp()
-        normal = torch.distributions.Normal(mean, std)
+        # no argument checks: they sync with the GPU (no CUDA graph can hold them), and std = exp(.) > 0 anyway
+        normal = torch.distributions.Normal(mean, std, validate_args=False)
         x_t = normal.rsample()  # for reparameterization trick (mean + std * N(0,1))
         y_t = torch.tanh(x_t)
         action = y_t * self.action_scale + self.action_bias
@@ -148,6 +153,7 @@ def load_policy(args: Args, checkpoint: dict, envs: gym.vector.VectorEnv) -> Cal
 
 def main(args: Args) -> None:
     check_args(args)
+    check_acceleration(args)
     observation_space, action_space = require_env(args, "sac_continuous_action.py", action_space="continuous")
     # the buffer stores float32 observations (MuJoCo's are float64): what the networks take
     obs_space = gym.spaces.Box(-np.inf, np.inf, observation_space.shape, np.float32)
@@ -172,22 +178,89 @@ def main(args: Args) -> None:
         qf2_target = SoftQNetwork(envs).to(device)
         qf1_target.load_state_dict(qf1.state_dict())
         qf2_target.load_state_dict(qf2.state_dict())
-        q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
-        actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr)
+        q_params = list(qf1.parameters()) + list(qf2.parameters())
+        q_target_params = list(qf1_target.parameters()) + list(qf2_target.parameters())
+        # fused: one kernel for the whole Adam step instead of ~10 small ops per parameter tensor (same update)
+        q_optimizer = optim.Adam(q_params, lr=args.q_lr, **optimizer_options(args, device))
+        actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr, **optimizer_options(args, device))
 
-        # Automatic entropy tuning
+        # Automatic entropy tuning; alpha is a tensor changed in place: no .item() sync per update
         if args.autotune:
-            target_entropy = -torch.prod(torch.Tensor(envs.single_action_space.shape).to(device)).item()
+            target_entropy = -float(np.prod(envs.single_action_space.shape))
             log_alpha = torch.zeros(1, requires_grad=True, device=device)
-            alpha = log_alpha.exp().item()
-            a_optimizer = optim.Adam([log_alpha], lr=args.q_lr)
+            alpha = log_alpha.detach().exp()
+            a_optimizer = optim.Adam([log_alpha], lr=args.q_lr, **optimizer_options(args, device))
         else:
-            alpha = args.alpha
+            alpha = torch.tensor([args.alpha], device=device)
 
         rb = make_replay_buffer(
             args.buffer_size, obs_space, envs.single_action_space,
             num_envs=args.num_envs, device=device, save_contents=args.save_buffer,
         )
+
+        def update_critics(observations, actions, next_observations, rewards, terminations):
+            with torch.no_grad():
+                next_state_actions, next_state_log_pi, _ = actor.get_action(next_observations)
+                qf1_next_target = qf1_target(next_observations, next_state_actions)
+                qf2_next_target = qf2_target(next_observations, next_state_actions)
+                min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - alpha * next_state_log_pi
+                next_q_value = rewards.flatten() + (1 - terminations.flatten()) * args.gamma * (min_qf_next_target).view(-1)
+
+            qf1_a_values = qf1(observations, actions).view(-1)
+            qf2_a_values = qf2(observations, actions).view(-1)
+            qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+            qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+            qf_loss = qf1_loss + qf2_loss
+
+            # optimize the model
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+            return {
+                "losses/qf1_values": qf1_a_values.detach().mean(),
+                "losses/qf2_values": qf2_a_values.detach().mean(),
+                "losses/qf1_loss": qf1_loss.detach(),
+                "losses/qf2_loss": qf2_loss.detach(),
+                "losses/qf_loss": qf_loss.detach() / 2.0,
+            }
+
+        def update_actor(observations):
+            pi, log_pi, _ = actor.get_action(observations)
+            # the critics' own weight gradients would be thrown away: skip them (about half of their backward)
+            for p in q_params:
+                p.requires_grad_(False)
+            qf1_pi = qf1(observations, pi)
+            qf2_pi = qf2(observations, pi)
+            for p in q_params:
+                p.requires_grad_(True)
+            min_qf_pi = torch.min(qf1_pi, qf2_pi)
+            actor_loss = ((alpha * log_pi) - min_qf_pi).mean()
+
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            losses = {"losses/actor_loss": actor_loss.detach()}
+
+            if args.autotune:
+                with torch.no_grad():
+                    _, log_pi, _ = actor.get_action(observations)
+                alpha_loss = (-log_alpha.exp() * (log_pi + target_entropy)).mean()
+
+                a_optimizer.zero_grad()
+                alpha_loss.backward()
+                a_optimizer.step()
+                alpha.copy_(log_alpha.detach().exp())
+                losses["losses/alpha_loss"] = alpha_loss.detach()
+            return losses
+
+        def policy(obs):
+            with torch.no_grad():
+                return actor.get_action(obs)[0]
+
+        # --compile / --cudagraphs (off by default): see axiomrl_utils/acceleration.py
+        update_critics = accelerate(update_critics, args, device)
+        update_actor = accelerate(update_actor, args, device)
+        policy = accelerate(policy, args, device)
 
         # start the game, or continue it from the checkpoint (--resume)
         autotuned = {"a_optimizer": a_optimizer, "log_alpha": log_alpha} if args.autotune else {}
@@ -201,7 +274,7 @@ def main(args: Args) -> None:
             saved = run.restore()
             start_step = saved["global_step"]
             if args.autotune:
-                alpha = log_alpha.exp().item()  # log_alpha was restored in place (a_optimizer holds it)
+                alpha.copy_(log_alpha.detach().exp())  # log_alpha was restored in place (a_optimizer holds it)
             obs = saved["obs"] if saved["envs_restored"] else envs.reset(seed=args.seed + start_step)[0]
 
         # `step`: env steps done before this one (CleanRL's global_step); global_step: after it
@@ -210,9 +283,7 @@ def main(args: Args) -> None:
             if step < args.learning_starts:
                 actions = np.random.uniform(action_low, action_high, (args.num_envs,) + action_low.shape).astype(np.float32)
             else:
-                with torch.no_grad():
-                    actions, _, _ = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                actions = actions.cpu().numpy()
+                actions = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
             # execute the game and log data.
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
@@ -232,65 +303,18 @@ def main(args: Args) -> None:
             # ALGO LOGIC: training. (a resume with --no-save-buffer waits for one batch)
             if step > args.learning_starts and len(rb) >= args.batch_size:
                 data = rb.sample(args.batch_size)
-                with torch.no_grad():
-                    next_state_actions, next_state_log_pi, _ = actor.get_action(data.next_observations)
-                    qf1_next_target = qf1_target(data.next_observations, next_state_actions)
-                    qf2_next_target = qf2_target(data.next_observations, next_state_actions)
-                    min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - alpha * next_state_log_pi
-                    next_q_value = data.rewards.flatten() + (1 - data.terminations.flatten()) * args.gamma * (min_qf_next_target).view(-1)
-
-                qf1_a_values = qf1(data.observations, data.actions).view(-1)
-                qf2_a_values = qf2(data.observations, data.actions).view(-1)
-                qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
-                qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
-                qf_loss = qf1_loss + qf2_loss
-
-                # optimize the model
-                q_optimizer.zero_grad()
-                qf_loss.backward()
-                q_optimizer.step()
+                losses = update_critics(data.observations, data.actions, data.next_observations, data.rewards, data.terminations)
 
                 if (step // args.num_envs) % args.policy_frequency == 0:  # TD 3 Delayed update support
                     for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
-                        pi, log_pi, _ = actor.get_action(data.observations)
-                        qf1_pi = qf1(data.observations, pi)
-                        qf2_pi = qf2(data.observations, pi)
-                        min_qf_pi = torch.min(qf1_pi, qf2_pi)
-                        actor_loss = ((alpha * log_pi) - min_qf_pi).mean()
+                        losses.update(update_actor(data.observations))
 
-                        actor_optimizer.zero_grad()
-                        actor_loss.backward()
-                        actor_optimizer.step()
-
-                        if args.autotune:
-                            with torch.no_grad():
-                                _, log_pi, _ = actor.get_action(data.observations)
-                            alpha_loss = (-log_alpha.exp() * (log_pi + target_entropy)).mean()
-
-                            a_optimizer.zero_grad()
-                            alpha_loss.backward()
-                            a_optimizer.step()
-                            alpha = log_alpha.exp().item()
-
-                    run.log_metrics(global_step, {"losses/actor_loss": actor_loss.detach()})
-                    if args.autotune:
-                        run.log_metrics(global_step, {"losses/alpha_loss": alpha_loss.detach()})
-
-                # update the target networks
+                # update the target networks (lerp: tau * param + (1 - tau) * target, one fused op)
                 if (step // args.num_envs) % args.target_network_frequency == 0:
-                    for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
-                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
-                    for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
-                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                    with torch.no_grad():
+                        torch._foreach_lerp_(q_target_params, q_params, args.tau)
 
-                run.log_metrics(global_step, {
-                    "losses/qf1_values": qf1_a_values.detach().mean(),
-                    "losses/qf2_values": qf2_a_values.detach().mean(),
-                    "losses/qf1_loss": qf1_loss.detach(),
-                    "losses/qf2_loss": qf2_loss.detach(),
-                    "losses/qf_loss": qf_loss.detach() / 2.0,
-                    "losses/alpha": alpha,
-                })
+                run.log_metrics(global_step, {**losses, "losses/alpha": alpha.clone()})
 
             # evaluation, checkpoints (run management: see axiomrl_utils/run/__init__.py)
             if run.due("eval", global_step):

@@ -107,6 +107,8 @@ MUTABLE_ON_RESUME = frozenset(
         "config",
         "preset",
         "env_module",
+        "compile",  # --compile/--cudagraphs: the same updates to float rounding, only faster
+        "cudagraphs",
     }
 )
 
