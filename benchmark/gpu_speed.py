@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from axiomrl_utils.jsonl import write_text_atomic  # noqa: E402
 
 
 def has_flag(script: str, flag: str) -> bool:
@@ -156,11 +159,8 @@ def main() -> None:
     print(text)
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_md, tmp_json = output.with_suffix(".md.tmp"), output.with_suffix(".json.tmp")
-    tmp_md.write_text(text)
-    tmp_json.write_text(json.dumps({"dry_run": dry, "gpu": gpu, "results": results}, indent=1))
-    os.replace(tmp_md, output)
-    os.replace(tmp_json, output.with_suffix(".json"))
+    write_text_atomic(output, text)
+    write_text_atomic(output.with_suffix(".json"), json.dumps({"dry_run": dry, "gpu": gpu, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -704,11 +704,11 @@ def render(rows: list[dict], meta: dict) -> str:
             f"{num(r.get('env_sps'))} | {num(r.get('compute_sps'))} | {num(r.get('flop_sps'))} | {num(best)} | "
             f"{'-' if not best else format(r['ours_cpu_sps'] / best, '.2f')} |"
         )
-    lines += [
-        "",
-        "SPS: steps / wall seconds of the whole process (median over pairs); the ratio is the median of the per-pair "
-        "ratios; CPU SPS: steps / CPU seconds (user + sys) of the process, the steadier figure on a shared machine; "
-        "CPU-time ratio: CleanRL's CPU seconds / AxiomRL's, median over pairs. Ceilings, in CPU time of one thread "
+    ceilings = (
+        "Ceilings were not measured (--no-ceilings): they time CleanRL's networks and our env stacks, which a change "
+        "to the scripts does not move; take them from a run with ceilings. Per-pair figures are in the .json file."
+        if meta.get("matmul_gflops") is None or meta["matmul_gflops"] != meta["matmul_gflops"] else
+        "Ceilings, in CPU time of one thread "
         "(so comparable with CPU SPS): env = the env stack alone with random actions; compute = acting forwards and "
         "updates at the family's batch sizes in a tight loop (eager PyTorch, fused Adam), as many as the run does; FLOP "
         "floor = the same work's FLOPs at this thread's float32 matmul speed "
@@ -716,7 +716,13 @@ def render(rows: list[dict], meta: dict) -> str:
         "worker; a rough floor: the compute ceiling comes close to it where big matmuls or convolutions dominate); "
         "best = the fixed start-up of a process that imports torch and gymnasium and builds an Adam optimizer "
         f"({meta['startup_s']:.1f} s of CPU), then env and compute one after the other: "
-        "the whole-process SPS an eager one-thread implementation could reach here. Per-pair figures are in the .json file.",
+        "the whole-process SPS an eager one-thread implementation could reach here. Per-pair figures are in the .json file."
+    )
+    lines += [
+        "",
+        "SPS: steps / wall seconds of the whole process (median over pairs); the ratio is the median of the per-pair "
+        "ratios; CPU SPS: steps / CPU seconds (user + sys) of the process, the steadier figure on a shared machine; "
+        "CPU-time ratio: CleanRL's CPU seconds / AxiomRL's, median over pairs. " + ceilings,
         "",
     ]
     return "\n".join(lines)

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from axiomrl_utils.jsonl import write_text_atomic  # noqa: E402
 
 
 def run_once(script: Path, args: list[str], output_dir: Path) -> tuple[float, float]:
@@ -98,11 +101,8 @@ def main() -> None:
     print(text)
     out = Path(opts.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_md, tmp_json = out.with_suffix(".md.tmp"), out.with_suffix(".json.tmp")
-    tmp_md.write_text(text)
-    tmp_json.write_text(json.dumps({"before": before_name, "flags": flags, "extra_after": opts.extra_after, "rows": rows}, indent=1))
-    os.replace(tmp_md, out)
-    os.replace(tmp_json, out.with_suffix(".json"))
+    write_text_atomic(out, text)
+    write_text_atomic(out.with_suffix(".json"), json.dumps({"before": before_name, "flags": flags, "extra_after": opts.extra_after, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
