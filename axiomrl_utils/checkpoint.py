@@ -26,16 +26,16 @@ class CheckpointError(Exception):
     """A checkpoint file that cannot be read (truncated, corrupt, or not an AxiomRL checkpoint)."""
 
 
-def _nbytes(obj: Any) -> int:
+def state_nbytes(obj: Any) -> int:
     """Memory held by the arrays and tensors inside `obj` (a cheap proxy for its size on disk)."""
     if hasattr(obj, "nbytes"):
         return int(obj.nbytes)
     if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
         return int(obj.element_size() * obj.nelement())
     if isinstance(obj, dict):
-        return sum(_nbytes(v) for v in obj.values())
+        return sum(state_nbytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v) for v in obj)
+        return sum(state_nbytes(v) for v in obj)
     return 0
 
 
@@ -81,7 +81,7 @@ def build_payload(
             raise ValueError(f"{RESERVED!r} is reserved for the run machinery")
         if hasattr(obj, "state_dict"):
             payload[name] = obj.state_dict()
-            modules[name] = _nbytes(payload[name])
+            modules[name] = state_nbytes(payload[name])
         else:
             payload[name] = obj
             values.append(name)

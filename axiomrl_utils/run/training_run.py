@@ -159,7 +159,7 @@ class Run:
     def _state_nbytes(self) -> Optional[int]:
         """The declared state's size in memory: what a first checkpoint needs, roughly."""
         try:
-            return ckpt._nbytes({name: obj.state_dict() if hasattr(obj, "state_dict") else obj
+            return ckpt.state_nbytes({name: obj.state_dict() if hasattr(obj, "state_dict") else obj
                                  for name, obj in self.state.objects.items()}) or None
         except Exception:
             return None
@@ -370,7 +370,8 @@ class Run:
         step_path = self.checkpoints.step_file(global_step)
         self._saving = (global_step, step_path, self._checkpoint_bytes or 0)  # building the payload stores replay buffers
         payload, resume_state = self.state.build_payload(values, meta)
-        size = max(ckpt._nbytes(payload), sum(resume_state["modules"].values()), self._checkpoint_bytes or 0)
+        # the declared objects' bytes (the buffer's included) dominate a checkpoint: no second walk of the payload
+        size = max(sum(resume_state["modules"].values()), self._checkpoint_bytes or 0)
         self._saving = (global_step, step_path, size)
         with self.signals.deferred():  # a second Ctrl-C now waits for the checkpoint to be complete
             # the logs reach the file before the checkpoint that a resume cuts them back to
