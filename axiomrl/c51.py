@@ -70,7 +70,12 @@ class Args(RunArgs):
 
 def make_env(args: Args, idx: int, evaluation: bool = False, render_mode: Optional[str] = None) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
-        return create_env(args, render_mode=render_mode)
+        env = create_env(args, render_mode=render_mode)
+        if evaluation:  # evaluation sums its own returns
+            return env
+        # one recorder per env, as CleanRL: the vector recorder's numpy work per step is a large share of a
+        # CartPole step (benchmark/README.md, "dqn.py")
+        return gym.wrappers.RecordEpisodeStatistics(env)
 
     return thunk
 
@@ -136,7 +141,6 @@ def main(args: Args) -> None:
 
         # env setup
         envs = gym.vector.SyncVectorEnv([make_env(args, 0)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
         q_network = QNetwork(envs, n_atoms=args.n_atoms, v_min=args.v_min, v_max=args.v_max).to(device)
         optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=0.01 / args.batch_size)
@@ -170,8 +174,10 @@ def main(args: Args) -> None:
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step = step + 1
-            run.log_episodes(global_step, infos)
-            run.log_metrics(global_step, {"charts/epsilon": epsilon})
+            if "final_info" in infos:  # per-env statistics of the episodes that ended (most steps end none)
+                run.log_episodes(global_step, infos["final_info"])
+            if global_step % LOG_EVERY == 0:  # a metrics row keeps one epsilon per LOG_EVERY steps (CleanRL's cadence)
+                run.log_metrics(global_step, {"charts/epsilon": epsilon})
 
             # the true next observation: an episode that ended was reset in this step, its last observation is in final_obs
             real_next_obs = next_obs.copy()

@@ -58,11 +58,37 @@ def restore_vector_env(envs: Any, blob: bytes) -> None:
 
     restored = env_state.loads(blob)
     if type(restored) is not type(envs):
+        restored = _with_per_env_statistics(restored, envs)
+    if type(restored) is not type(envs):
         raise CheckpointError(
             f"the checkpoint's environments are a {type(restored).__name__}, this script builds a {type(envs).__name__}"
         )
     envs.close()
     vars(envs).update(vars(restored))
+
+
+def _with_per_env_statistics(restored: Any, envs: Any) -> Any:
+    """An older checkpoint's envs, recorded by gymnasium's vector RecordEpisodeStatistics, rebuilt as
+    the per-env recorders the script now uses (dqn.py, c51.py), each carrying its env's running
+    episode sums, so that a run paused before the change resumes exactly. Anything else as it was."""
+    import gymnasium as gym
+
+    per_env = gym.wrappers.RecordEpisodeStatistics
+    if type(restored) is not gym.wrappers.vector.RecordEpisodeStatistics or type(restored.env) is not type(envs):
+        return restored
+    inner = restored.env
+    live = getattr(envs, "envs", None)
+    if live is None or len(live) != len(inner.envs):
+        return restored
+    if not all(type(new) is per_env and type(new.env) is type(old) for new, old in zip(live, inner.envs)):
+        return restored
+    for i, old in enumerate(inner.envs):
+        recorder = per_env(old, buffer_length=restored.return_queue.maxlen, stats_key=restored._stats_key)
+        recorder.episode_returns = float(restored.episode_returns[i])
+        recorder.episode_lengths = int(restored.episode_lengths[i])
+        recorder.episode_start_time = float(restored.episode_start_times[i])
+        inner.envs[i] = recorder
+    return inner
 
 
 def build_payload(

@@ -58,7 +58,7 @@ def test_run_contract(tiny_run: tuple[str, Path]) -> None:
     assert meta["summary"]["train_return_last100"] == pytest.approx(np.mean([e["return"] for e in episodes][-100:]))
     # every env step belongs to a logged episode or to the one still running (same-step autoreset)
     envs = pickle.loads(ckpt.load(run_dir / "checkpoints" / "latest.pt")["_axiomrl"]["envs"])
-    assert sum(e["length"] for e in episodes) + int(envs.episode_lengths[0]) == 1200
+    assert sum(e["length"] for e in episodes) + int(envs.envs[0].episode_lengths) == 1200  # its per-env recorder
 
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     steps = [row["global_step"] for row in metrics]

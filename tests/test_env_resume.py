@@ -201,3 +201,41 @@ def test_atari_run_resumes_exactly(tmp_path: Path, script: str, capsys: pytest.C
     meta = meta_of(run_dir)
     assert meta["status"] == "finished" and meta["resumes"][0]["envs_restored"] is True
     assert_same_training(only_run(tmp_path / "straight"), run_dir, keys)
+
+
+def test_a_vector_recorder_checkpoint_resumes_into_per_env_recorders() -> None:
+    """dqn.py and c51.py moved from gymnasium's vector RecordEpisodeStatistics to one recorder per env:
+    envs pickled in the old layout restore into the new one with each env's running episode sums,
+    so the episodes that were under way end with the returns and lengths the old layout reports."""
+    make = lambda: gym.make("CartPole-v1")  # noqa: E731
+    old = vector_env(make, seed=3)
+    actions = np.random.default_rng(0).integers(0, 2, size=(400, 2))
+    for a in actions[:7]:
+        old.step(a)
+    blob, reason = ckpt.vector_env_state(old)
+    assert blob is not None, reason
+
+    recorded = lambda: gym.wrappers.RecordEpisodeStatistics(make())  # noqa: E731
+    new = gym.vector.SyncVectorEnv([recorded, recorded], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    new.reset(seed=99)  # another state, which the restore replaces
+    ckpt.restore_vector_env(new, blob)
+    assert [e.episode_lengths for e in new.envs] == [7, 7]
+
+    ended = 0
+    for a in actions[7:]:
+        old_obs, _, _, _, old_infos = old.step(a)
+        new_obs, _, _, _, new_infos = new.step(a)
+        assert np.array_equal(old_obs, new_obs)
+        assert ("_episode" in old_infos) == ("final_info" in new_infos)
+        if "_episode" in old_infos:
+            new_episode = new_infos["final_info"]["episode"]
+            for i in np.flatnonzero(old_infos["_episode"]):
+                assert new_infos["final_info"]["_episode"][i]
+                assert new_episode["r"][i] == old_infos["episode"]["r"][i] and new_episode["l"][i] == old_infos["episode"]["l"][i]
+                ended += 1
+    assert ended >= 4  # the two episodes under way at the save, and later ones
+
+    # a layout the restore cannot carry over is refused in one sentence, as before
+    plain = gym.vector.SyncVectorEnv([make, make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    with pytest.raises(ckpt.CheckpointError, match="this script builds a SyncVectorEnv"):
+        ckpt.restore_vector_env(plain, blob)
