@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,15 +108,24 @@ class SpecRuns:
         return count
 
     def _stem(self, spec: Spec, seed: int) -> Path:
-        return self.spec_dir(spec) / f"{spec.script}__{spec.env_id}__seed{seed}"
+        return self.spec_dir(spec) / f"{spec.script}__{spec.env_id.replace('/', '-')}__seed{seed}"  # ALE/... ids
 
-    def launch(self, todo: list[tuple[Spec, int]], workers: int) -> None:
+    def launch(self, todo: list[tuple[Spec, int]], workers: int, deadline: float | None = None, stagger_s: float = 20) -> None:
         """Run `todo`, keeping at most `workers` benchmark runs alive, counting other launchers' runs;
-        the load average sampled during each run is written next to its log."""
+        the load average sampled during each run is written next to its log. At `deadline` (a
+        time.monotonic() value) nothing more starts and the runs still going get SIGTERM: each saves
+        a checkpoint and ends as interrupted, so a later launch resumes it. `stagger_s`: the pause after
+        each start, for the run to write its metadata before runs are counted again."""
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.out.mkdir(parents=True, exist_ok=True)
-        queue, active = list(todo), []
+        queue, active, stopped = list(todo), [], False
         while queue or active:
+            if deadline is not None and not stopped and time.monotonic() >= deadline:
+                stopped = True
+                print(f"deadline: stopping {len(active)} runs, {len(queue)} not started", flush=True)
+                queue.clear()
+                for proc, *_ in active:
+                    proc.send_signal(signal.SIGTERM)
             while queue and len(active) + self.running_elsewhere({a[0].pid for a in active}) < workers:
                 spec, seed = queue.pop(0)
                 if not self.needs_run(spec, seed):  # another launcher took it meanwhile
@@ -127,7 +137,7 @@ class SpecRuns:
                 print(f"launch: {' '.join(cmd[3:])}", flush=True)
                 proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.spec_dir(spec))
                 active.append((proc, log, spec, seed, stem, []))
-                time.sleep(20)  # let it write its metadata before counting runs again
+                time.sleep(stagger_s)
             time.sleep(5)
             for item in list(active):
                 proc, log, spec, seed, stem, loads = item

@@ -5,14 +5,19 @@ beside dqn_atari.py and ppo_atari.py timed in the same session on the same machi
     python benchmark/value_based_returns.py                # launch the missing runs (2 at a time), write the tables
     python benchmark/value_based_returns.py --no-launch    # only write the tables of what has finished
     python benchmark/value_based_returns.py --pqn-steps 200000 --atari-steps 10000   # a smaller budget
+    python benchmark/value_based_returns.py --only atari --atari-env ALE/Breakout-v5 --atari-steps 250000 \
+        --atari-seeds 1 2 --workers 8 --deadline-min 9           # the learning signal, on a GPU machine
 
 Every run is one process with one torch thread (`OMP_NUM_THREADS=1 nice -n 10`). Runs go to
 benchmark/runs/value_based/ (git-ignored); a finished run is never redone. Returns follow CleanRL's
 aggregation: per seed the mean return of the last 100 training episodes (metadata.json
 summary.train_return_last100), then mean ± population std across seeds. The Atari runs are far too
-short to learn Pong (CleanRL trains for 10M steps); their table shows the final evaluation beside
-Pong's random-policy score, and the steps per second with and without learning. The result is
-written to benchmark/results/value_based.md and value_based.json.
+short to learn Pong (CleanRL trains for 10M steps); their table shows the final evaluation and the mean return of
+the last 100 training games beside the game's random-policy score (Mnih et al. 2015, through
+benchmark/reference/scores.json), and the steps per second with and without learning. With
+`--deadline-min`, runs still going at the deadline are stopped with SIGTERM (checkpoint, status
+interrupted; the table shows how far they got, and a later call resumes them). The result is
+written to benchmark/results/value_based.md and value_based.json (`--result NAME` for another name).
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ sys.path.insert(0, str(REPO / "benchmark"))
 
 from spec_runs import Spec, SpecRuns, phase_sps  # noqa: E402
 
+from axiomrl_utils.jsonl import write_text_atomic  # noqa: E402
+
 RUNS = REPO / "benchmark" / "runs" / "value_based"
-RESULT = REPO / "benchmark" / "results" / "value_based"
+RESULTS = REPO / "benchmark" / "results"
+SCORES = REPO / "benchmark" / "reference" / "scores.json"
 
 PQN_ENVS = ("CartPole-v1", "Acrobot-v1")
 # CleanRL docs (rl-algorithms/pqn.md): mean ± std over seeds of each seed's last-100 training return, 500k steps
@@ -39,7 +47,6 @@ PQN_PUBLISHED = {"CartPole-v1": (495.13, 6.89), "Acrobot-v1": (-95.63, 5.73)}
 PQN_PUBLISHED_MINUTES = {"CartPole-v1": 0.83, "Acrobot-v1": 1.36}  # CleanRL's runtime table (its machine, a GPU)
 
 ATARI_ENV = "ALE/Pong-v5"
-PONG_RANDOM = -20.7  # Pong's random-policy score (Mnih et al. 2015; benchmark/reference/scores.json)
 LEARNING_STARTS = 2500
 ATARI_SCRIPTS = ("dqn_atari", "ppo_atari", "c51_atari", "sac_atari", "rainbow_atari")
 
@@ -57,8 +64,15 @@ def pqn_specs(seeds: list[int], steps: int) -> list[Spec]:
     return [Spec("pqn", env_id, steps, "pqn", tuple(seeds)) for env_id in PQN_ENVS]
 
 
-def atari_specs(seeds: list[int], steps: int) -> list[Spec]:
-    return [Spec(algo, ATARI_ENV, steps, "atari", tuple(seeds), atari_flags(algo, steps)) for algo in ATARI_SCRIPTS]
+def atari_specs(seeds: list[int], steps: int, env_id: str = ATARI_ENV, scripts: tuple[str, ...] = ATARI_SCRIPTS) -> list[Spec]:
+    return [Spec(algo, env_id, steps, "atari", tuple(seeds), atari_flags(algo, steps)) for algo in scripts]
+
+
+def random_score(env_id: str) -> float | None:
+    """The game's random-policy score from benchmark/reference/scores.json (None if it has none)."""
+    reference = json.loads(SCORES.read_text())
+    entry = reference["scores"].get(reference["aliases"].get(env_id, env_id))
+    return None if entry is None else entry["random"]
 
 
 def run_of(runs: SpecRuns, spec: Spec, seed: int, finished_only: bool = True) -> dict | None:
@@ -88,9 +102,9 @@ def pqn_rows(runs: SpecRuns, seeds: list[int], total: int) -> list[dict]:
     return rows
 
 
-def atari_rows(runs: SpecRuns, seeds: list[int], total: int) -> list[dict]:
+def atari_rows(runs: SpecRuns, seeds: list[int], total: int, env_id: str = ATARI_ENV, scripts: tuple[str, ...] = ATARI_SCRIPTS) -> list[dict]:
     rows = []
-    for spec in atari_specs(seeds, total):
+    for spec in atari_specs(seeds, total, env_id, scripts):
         algo = spec.script
         for seed in seeds:
             # a run stopped early (SIGTERM: checkpoint, status interrupted) still gives its speed
@@ -114,7 +128,7 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def write_tables(pqn: list[dict], atari: list[dict]) -> str:
+def write_tables(pqn: list[dict], atari: list[dict], env_id: str = ATARI_ENV, result: Path = RESULTS / "value_based") -> str:
     lines = [
         "# Value-based shelf (issue 20): measured on this machine",
         "",
@@ -135,28 +149,28 @@ def write_tables(pqn: list[dict], atari: list[dict]) -> str:
             f"{', '.join(fmt(v) for v in r['eval_last'])} | {r['published'][0]:.2f} ± {r['published'][1]:.2f} | {timing} | "
             f"{r['published_minutes']:.2f} |"
         )
+    random = random_score(env_id)
     lines += [
         "",
-        f"## Atari scripts on {ATARI_ENV}, reduced budget",
+        f"## Atari scripts on {env_id}, reduced budget",
         "",
         f"Each script's defaults, except (off-policy scripts) a buffer of the run's length and learning from step "
-        f"{LEARNING_STARTS:,}; one evaluation of 2 whole games at the end. Pong's random-policy score is {PONG_RANDOM}. "
-        "The budget is far too small for a learning signal on Pong (CleanRL trains it for 10M steps): this table "
-        "measures speed. A run marked (interrupted) was stopped with SIGTERM (checkpoint, then exit) to stay within "
-        "the CPU budget; its SPS are over the steps it did, and it has no final evaluation.",
+        f"{LEARNING_STARTS:,}; one evaluation of 2 whole games at the end. The game's random-policy score is "
+        f"{fmt(random)} (Mnih et al. 2015). A run marked (interrupted) was stopped with SIGTERM (checkpoint, then exit) "
+        "at the CPU budget or --deadline-min; its SPS are over the steps it did, and it has no final evaluation.",
         "",
-        "| script | seed | steps done | final eval return | SPS whole run | SPS acting only (before learning) | SPS while learning | minutes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| script | seed | steps done | final eval return | last-100 training games | random policy | SPS whole run | SPS acting only (before learning) | SPS while learning | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in atari:
         stopped = "" if r["status"] == "finished" else f" ({r['status']})"
         lines.append(
-            f"| {r['algo']}.py | {r['seed']} | {r['steps']:,}{stopped} | {fmt(r['eval_return'])} | {r['sps_whole_run']:.0f} | "
-            f"{fmt(r['sps_acting_only'], 0)} | {fmt(r['sps_learning'], 0)} | {r['minutes']:.1f} |"
+            f"| {r['algo']}.py | {r['seed']} | {r['steps']:,}{stopped} | {fmt(r['eval_return'])} | {fmt(r['train_return_last100'])} | "
+            f"{fmt(random)} | {r['sps_whole_run']:.0f} | {fmt(r['sps_acting_only'], 0)} | {fmt(r['sps_learning'], 0)} | {r['minutes']:.1f} |"
         )
     text = "\n".join(lines) + "\n"
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.with_suffix(".json").write_text(json.dumps({"pqn": pqn, "atari": atari}, indent=2) + "\n")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(result.with_suffix(".json"), json.dumps({"pqn": pqn, "atari": atari, "atari_env": env_id}, indent=2) + "\n")
     return text
 
 
@@ -169,16 +183,30 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", choices=("pqn", "atari"), help="launch only this part")
     parser.add_argument("--no-launch", action="store_true", help="only write the tables of finished runs")
+    parser.add_argument("--atari-env", default=ATARI_ENV, help="the game of the Atari part")
+    parser.add_argument("--atari-scripts", nargs="+", default=list(ATARI_SCRIPTS), choices=ATARI_SCRIPTS)
+    parser.add_argument("--deadline-min", type=float, help="stop (SIGTERM: checkpoint, then exit) runs still going after this many minutes")
+    parser.add_argument("--stagger-s", type=float, default=20, help="seconds between two run starts (each writes its metadata)")
+    parser.add_argument("--result", default="value_based", help="name of the result files in benchmark/results/")
     opts = parser.parse_args()
+    if random_score(opts.atari_env) is None and opts.only != "pqn":
+        parser.error(f"{opts.atari_env} has no random-policy score in {SCORES.relative_to(REPO)}; pick one of its Atari games")
 
     runs = SpecRuns(RUNS)
+    scripts = tuple(opts.atari_scripts)
     if not opts.no_launch:
         specs = ([] if opts.only == "atari" else pqn_specs(opts.seeds, opts.pqn_steps)) + (
-            [] if opts.only == "pqn" else atari_specs(opts.atari_seeds, opts.atari_steps))
-        runs.launch(runs.missing(specs), opts.workers)
+            [] if opts.only == "pqn" else atari_specs(opts.atari_seeds, opts.atari_steps, opts.atari_env, scripts))
+        deadline = None if opts.deadline_min is None else time.monotonic() + 60 * opts.deadline_min
+        runs.launch(runs.missing(specs), opts.workers, deadline=deadline, stagger_s=opts.stagger_s)
 
-    text = write_tables(pqn_rows(runs, opts.seeds, opts.pqn_steps), atari_rows(runs, opts.atari_seeds, opts.atari_steps))
-    RESULT.with_suffix(".md").write_text(text)
+    result = RESULTS / opts.result
+    text = write_tables(
+        pqn_rows(runs, opts.seeds, opts.pqn_steps),
+        atari_rows(runs, opts.atari_seeds, opts.atari_steps, opts.atari_env, scripts),
+        opts.atari_env, result,
+    )
+    write_text_atomic(result.with_suffix(".md"), text)
     print(text)
 
 
