@@ -187,12 +187,13 @@ def main() -> None:
     parser.add_argument("--atari-scripts", nargs="+", default=list(ATARI_SCRIPTS), choices=ATARI_SCRIPTS)
     parser.add_argument("--deadline-min", type=float, help="stop (SIGTERM: checkpoint, then exit) runs still going after this many minutes")
     parser.add_argument("--stagger-s", type=float, default=20, help="seconds between two run starts (each writes its metadata)")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the runs go (found again by later calls)")
     parser.add_argument("--result", default="value_based", help="name of the result files in benchmark/results/")
     opts = parser.parse_args()
     if random_score(opts.atari_env) is None and opts.only != "pqn":
         parser.error(f"{opts.atari_env} has no random-policy score in {SCORES.relative_to(REPO)}; pick one of its Atari games")
 
-    runs = SpecRuns(RUNS)
+    runs = SpecRuns(opts.runs_dir.resolve())
     scripts = tuple(opts.atari_scripts)
     if not opts.no_launch:
         specs = ([] if opts.only == "atari" else pqn_specs(opts.seeds, opts.pqn_steps)) + (
