@@ -102,6 +102,17 @@ def test_follows_parameters_given_new_storage_or_dtype() -> None:
     np.testing.assert_allclose(got, torch_forward(module, x), rtol=1e-12, atol=1e-12)
 
 
+def test_activations_work_in_place_but_never_on_the_callers_array() -> None:
+    """Activations after a layer reuse its output array; one that comes first must leave the input as it was."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Tanh(), nn.Linear(4, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 3), nn.Tanh())
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32) * 3
+    before = x.copy()
+    out = numpy_forward(module)(x)
+    assert np.array_equal(x, before)
+    np.testing.assert_allclose(out, torch_forward(module, x), rtol=1e-5, atol=1e-6)
+
+
 def test_layers_without_a_numpy_twin_are_refused() -> None:
     class ScaledLinear(nn.Linear):  # a subclass may compute anything in its forward
         def forward(self, x: torch.Tensor) -> torch.Tensor:
