@@ -144,19 +144,21 @@ EOF
 if [[ -n "$ATARI_MIN" ]]; then
     steps=250000
     [[ $DRY -eq 1 ]] && steps=3000
-    name=value_based_atari_gpu
+    result=benchmark/results/value_based_atari_gpu
     runs_dir=benchmark/runs/value_based
-    [[ $DRY -eq 1 ]] && name=value_based_atari_dry_run && runs_dir="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_dry_run_XXXXXX")"
+    if [[ $DRY -eq 1 ]]; then  # a path check, not a result: runs and table in a temp folder
+        runs_dir="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_dry_run_XXXXXX")"
+        result="$runs_dir/value_based_atari_dry_run"
+    fi
     say "benchmark/value_based_returns.py: 5 Atari scripts x 2 seeds on ALE/Breakout-v5, $steps steps, stopped after $ATARI_MIN min"
     status=0
     PATH="$(dirname "$PYTHON"):$PATH" timeout $(( ${ATARI_MIN%.*} * 60 + 240 )) "$PYTHON" benchmark/value_based_returns.py --only atari \
         --atari-env ALE/Breakout-v5 --atari-steps "$steps" --atari-seeds 1 2 --workers 10 --stagger-s 2 \
-        --deadline-min "$ATARI_MIN" --runs-dir "$runs_dir" --result "$name" || status=1
+        --deadline-min "$ATARI_MIN" --runs-dir "$runs_dir" --result "$result" || status=1
     if [[ -n "$OUT" ]]; then
-        cp benchmark/results/$name.md benchmark/results/$name.json "$OUT/" 2>/dev/null || true
+        cp "$result.md" "$result.json" "$OUT/" 2>/dev/null || true
         tail -n 3 "$runs_dir"/atari/*.log > "$OUT/atari_runs_tail.log" 2>/dev/null || true
     fi
-    [[ $DRY -eq 1 ]] && rm -f benchmark/results/$name.md benchmark/results/$name.json  # a path check, not a result
     say "done (exit $status)"
     exit $status
 fi

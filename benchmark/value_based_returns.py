@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--deadline-min", type=float, help="stop (SIGTERM: checkpoint, then exit) runs still going after this many minutes")
     parser.add_argument("--stagger-s", type=float, default=20, help="seconds between two run starts (each writes its metadata)")
     parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the runs go (found again by later calls)")
-    parser.add_argument("--result", default="value_based", help="name of the result files in benchmark/results/")
+    parser.add_argument("--result", default="value_based", help="the result files: a name in benchmark/results/, or a path (no suffix)")
     opts = parser.parse_args()
     if random_score(opts.atari_env) is None and opts.only != "pqn":
         parser.error(f"{opts.atari_env} has no random-policy score in {SCORES.relative_to(REPO)}; pick one of its Atari games")
@@ -201,7 +201,7 @@ def main() -> None:
         deadline = None if opts.deadline_min is None else time.monotonic() + 60 * opts.deadline_min
         runs.launch(runs.missing(specs), opts.workers, deadline=deadline, stagger_s=opts.stagger_s)
 
-    result = RESULTS / opts.result
+    result = RESULTS / opts.result if len(Path(opts.result).parts) == 1 else Path(opts.result)
     text = write_tables(
         pqn_rows(runs, opts.seeds, opts.pqn_steps),
         atari_rows(runs, opts.atari_seeds, opts.atari_steps, opts.atari_env, scripts),
