@@ -108,12 +108,44 @@ class FireResetEnv(gym.Wrapper):
         return obs, {}
 
 
+class FireOnLifeLossEnv(gym.Wrapper):
+    """Evaluation's twin of a training env's start of a life: after a lost life (the game not over),
+    play what a training env plays when the learner's episode restarts there (EpisodicLifeEnv's
+    no-op, then FireResetEnv's FIRE and action 2), adding their rewards to the step's.
+
+    A policy trained with those wrappers never had to press FIRE itself; on whole games without
+    this, a greedy Breakout agent waits for a ball that never comes until the game's time limit,
+    and its evaluation reports the first life's score alone.
+    """
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.lives = 0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lost_a_life = 0 < self.env.unwrapped.ale.lives() < self.lives
+        for start_of_life in (0, 1, 2):
+            if not lost_a_life or terminated or truncated:
+                break
+            obs, more, terminated, truncated, info = self.env.step(start_of_life)
+            reward += more
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, reward, terminated, truncated, info
+
+
 def make_atari_env(env: Any, evaluation: bool = False, render_mode: Optional[str] = None, frame_stack: int = 4) -> Any:
     """One Atari env with the preprocessing of CleanRL's ppo_atari.py / dqn_atari.py.
 
     Observations: uint8 (4, 84, 84), the last 4 grayscale frames. Training envs (evaluation=False)
     end an episode at each lost life and give the reward's sign (-1, 0, 1); evaluation envs keep the
-    same observations but play whole games and give the real score. Either way a per-env
+    same observations but play whole games and give the real score, starting each life as a training
+    env does (FireOnLifeLossEnv). Either way a per-env
     RecordEpisodeStatistics sits inside the life and reward wrappers, so with a same-step-autoreset
     vector env `infos["final_info"]["episode"]` holds the real score and the length (in agent steps,
     4 frames each) of each finished game: log it with `run.log_episodes(step, infos["final_info"])`.
@@ -142,9 +174,12 @@ def make_atari_env(env: Any, evaluation: bool = False, render_mode: Optional[str
         env = gym.wrappers.StickyAction(env, repeat_action_probability=sticky)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # whole games, real score, length in agent steps
+    fire = "FIRE" in env.unwrapped.get_action_meanings()
     if not evaluation:
         env = EpisodicLifeEnv(env)
-    if "FIRE" in env.unwrapped.get_action_meanings():
+    elif fire:
+        env = FireOnLifeLossEnv(env)
+    if fire:
         env = FireResetEnv(env)
     if not evaluation:
         env = gym.wrappers.TransformReward(env, np.sign)

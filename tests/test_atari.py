@@ -20,7 +20,7 @@ from axiomrl import dqn_atari, ppo_atari  # noqa: E402
 from axiomrl_utils import UsageError  # noqa: E402
 from axiomrl_utils import checkpoint as ckpt  # noqa: E402
 from axiomrl_utils.args import parse_args  # noqa: E402
-from axiomrl_utils.atari import EpisodicLifeEnv, FireResetEnv, make_atari_env  # noqa: E402
+from axiomrl_utils.atari import EpisodicLifeEnv, FireOnLifeLossEnv, FireResetEnv, make_atari_env  # noqa: E402
 from axiomrl_utils.jsonl import read_jsonl  # noqa: E402
 
 from conftest import REPO, only_run, run_script  # noqa: E402
@@ -67,6 +67,7 @@ def test_evaluation_envs_play_whole_games_with_real_rewards() -> None:
     assert EpisodicLifeEnv in wrappers(train) and gym.wrappers.TransformReward in wrappers(train)
     assert EpisodicLifeEnv not in wrappers(evaluation) and gym.wrappers.TransformReward not in wrappers(evaluation)
     assert FireResetEnv in wrappers(evaluation) and gym.wrappers.FrameStackObservation in wrappers(evaluation)
+    assert FireOnLifeLossEnv in wrappers(evaluation) and FireOnLifeLossEnv not in wrappers(train)
     assert evaluation.observation_space == train.observation_space
     evaluation.reset(seed=1)
     rng = np.random.default_rng(1)
@@ -78,6 +79,23 @@ def test_evaluation_envs_play_whole_games_with_real_rewards() -> None:
     # v5 ids run at frameskip 1 under AtariPreprocessing (which skips 4); v4 NoFrameskip ids too
     assert evaluation.unwrapped._frameskip == 1
     assert make_atari_env("PongNoFrameskip-v4").unwrapped._frameskip == 1
+
+
+def test_an_evaluation_game_goes_on_after_a_lost_life_without_the_policy_pressing_fire() -> None:
+    """A training env presses FIRE at the start of every life (the learner's episode restarts there),
+    so a policy need never learn to; evaluation plays whole games and must do the same, or a greedy
+    Breakout agent waits for the ball until the game's time limit (27 000 agent steps)."""
+    evaluation = make_atari_env("ALE/Breakout-v5", evaluation=True)
+    evaluation.reset(seed=2)
+    lives_seen = []
+    for step in range(5000):
+        _, _, terminated, truncated, _ = evaluation.step(0)  # NOOP only: never FIRE
+        lives_seen.append(evaluation.unwrapped.ale.lives())
+        if terminated or truncated:
+            break
+    assert terminated and not truncated and evaluation.unwrapped.ale.lives() == 0
+    assert set(lives_seen) == {5, 4, 3, 2, 1, 0} and step < 5000  # every life played: without the wrapper,
+    # the ball of the second life never comes and this loop runs out waiting
 
 
 def test_ppo_atari_smoke_on_pong(tmp_path: Path) -> None:
