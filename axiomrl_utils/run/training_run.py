@@ -253,9 +253,7 @@ class Run:
         if step is None or step == self._last_row_step:
             return
         if self.log_every:
-            cadence = self.cadence  # Cadence.quiet inlined, as in `due`: this runs once per env step
-            quiet = step == cadence.prev_step and step < cadence.quiet_until["log"]
-            row_due = not quiet and cadence.due("log", step)
+            row_due = not self.cadence.quiet("log", step) and self.cadence.due("log", step)
         else:
             row_due = self.metrics.logged_at == step
         if row_due or (self.metrics.eval_at == step and self.metrics.pending_eval):
@@ -284,10 +282,8 @@ class Run:
         if global_step != self._open_step:
             self._advance(global_step)
         self.global_step = global_step
-        # Cadence.quiet, inlined: off-policy scripts ask twice per env step, and most answers end here
-        cadence = self.cadence
-        if global_step == cadence.prev_step and global_step < cadence.quiet_until[kind] and self.signals.received is None:
-            return False
+        if self.cadence.quiet(kind, global_step) and self.signals.received is None:
+            return False  # off-policy scripts ask twice per env step: most answers end here
         if kind == "eval":
             return self.cadence.due("eval", global_step)
         return self.cadence.due(
